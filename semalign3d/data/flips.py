@@ -1,0 +1,69 @@
+"""Horizontal flips with left/right keypoint partners (method.md §2.0)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from functools import cache
+from importlib import resources
+
+import torch
+
+from semalign3d.data.records import AnnotatedImage, DataError
+
+
+@cache
+def _table() -> dict:
+    text = resources.files("semalign3d.resources").joinpath("spair-keypoint-flips.json").read_text()
+    return json.loads(text)
+
+
+def categories() -> list[str]:
+    """The 18 SPair-71k category names."""
+    return list(_table()["categories"])
+
+
+def num_keypoints(category: str) -> int:
+    return int(_category(category)["num_keypoints"])
+
+
+def _category(category: str) -> dict:
+    per = _table()["per_category"]
+    if category not in per:
+        raise DataError(f"unknown category '{category}'; known categories: {sorted(per)}")
+    return per[category]
+
+
+def flip_permutation(category: str) -> torch.Tensor:
+    """``[K]`` long tensor ``perm`` with ``flipped_kps[perm[k]] = kps[k]`` (an involution)."""
+    entry = _category(category)
+    perm = torch.arange(int(entry["num_keypoints"]))
+    for a, b in entry["swap"]:
+        perm[a], perm[b] = b, a
+    return perm
+
+
+def flip_keypoints(kps: torch.Tensor, width: int, perm: torch.Tensor) -> torch.Tensor:
+    """Mirror pixel keypoints ``[... x K x 2]`` (x -> W-1-x) and permute ids by ``perm``."""
+    out = kps.clone()
+    out[..., 0] = (width - 1) - kps[..., 0]
+    return out[..., perm, :]
+
+
+def flip_image(image: AnnotatedImage) -> AnnotatedImage:
+    """The record of the horizontally mirrored image. ``flip_image(flip_image(x)) == x``."""
+    perm = flip_permutation(image.category)
+    if perm.numel() != image.num_keypoints:
+        raise DataError(
+            f"{image.path}: {image.num_keypoints} keypoints but category '{image.category}' "
+            f"has {perm.numel()}"
+        )
+    w = image.width
+    x0, y0, x1, y1 = image.bbox
+    return dataclasses.replace(
+        image,
+        keypoints=flip_keypoints(image.keypoints, w, perm),
+        visible=image.visible[perm],
+        bbox=((w - 1) - x1, y0, (w - 1) - x0, y1),
+        flipped=not image.flipped,
+    )
