@@ -39,7 +39,8 @@ class Schedule:
     """Piecewise-linear schedule: linear between breakpoints, constant before the first and after
     the last breakpoint (the code's ``LinearWeightScheduler``).
 
-    ``Schedule([0, 300, 500], [1.0, 0.1, 0.03])(400) == 0.065``. A constant is ``Schedule([0], [v])``.
+    ``Schedule([0, 300, 500], [1.0, 0.1, 0.03])(400) == 0.065``.
+    A constant is ``Schedule([0], [v])``.
     """
 
     timesteps: tuple[float, ...]
@@ -220,17 +221,20 @@ class EncoderConfig:
 
     name: Literal["oracle", "dinov2", "sd", "dino_sd", "geoaware"] = "oracle"  # encoder family
     dinov2_model: str = "facebook/dinov2-base"  # hub id or local folder (GeoAware: ViT-B/14)
-    dinov2_layer: int = 11  # hidden-state index of the token features (GeoAware: 11)
+    dinov2_layer: int = 11  # 0-based block whose output tokens are used (GeoAware: 11 = last of 12)
     dinov2_resolution: int = 840  # square input side in px (60 patches x 14)
     sd_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id or local folder
     sd_resolution: int = 960  # square input side in px (60 x 16)
     sd_timestep: int = 50  # noising timestep for the single UNet pass (GeoAware: 50)
+    sd_window: int = 512  # [C] ODISE slide inference: crop side in px; 0 = one pass on the whole input
+    sd_captioner_checkpoint: str | None = None  # ODISE .pth with the implicit captioner; None: "" prompt
+    sd_clip_model: str = "openai/clip-vit-large-patch14-336"  # CLIP image tower of ODISE's captioner
     geoaware_checkpoint: str | None = None  # path to GeoAware-SC results_spair/best_856.PTH
     grid_size: int = 60  # descriptor grid side (h = w)
     batch_size: int = 4  # images per forward pass
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on CUDA
-    seed: int = 0  # seed of the diffusion noise
+    seed: int = 42  # [C] seed of the diffusion noise (ODISE's shared noise uses 42)
 
 
 @dataclass(frozen=True)
@@ -241,6 +245,8 @@ class DepthConfig:
     model: str = "depth-anything/Depth-Anything-V2-Large-hf"  # hub id or local folder
     # [C] z = 1 - span * d / max(d): disparity -> pseudo-depth in [1 - span, 1]
     disparity_span: float = 0.3
+    resolution: int = 518  # [C] DA-V2 input: shorter side scaled to this, sides multiples of 14
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
 
 
 @dataclass(frozen=True)
@@ -248,9 +254,15 @@ class MaskConfig:
     """Object masks: train masks for the prior, test masks for L_background (method.md §2.4)."""
 
     train_source: Literal["ground_truth", "sam_keypoints", "odise", "none"] = "ground_truth"
-    test_source: Literal["ground_truth", "sam_box", "odise", "bbox", "none"] = "bbox"  # [R]
+    test_source: Literal[
+        "features", "ground_truth", "sam_box", "odise", "bbox", "none"
+    ] = "features"  # [R] GT-free default: cells resembling the representation (align/foreground)
     sam_model: str = "facebook/sam-vit-huge"  # hub id or local folder
     erode_iterations: int = 2  # [C] keypoint snapping: 2x2 kernel, 2 iterations
+    sam_multimask_index: int = 2  # [C] which of SAM's 3 masks a keypoint prompt keeps
+    odise_dir: str = "Masks-ODISE"  # folder under the dataset root with ODISE masks <cat>/<name>.jpg
+    odise_threshold: int = 127  # [C] GeoAware-SC binarises the ODISE JPEG masks at > 127
+    device: str = "auto"  # where SAM runs: "auto" | "cpu" | "cuda" | "cuda:N"
 
 
 @dataclass(frozen=True)
@@ -296,18 +308,25 @@ class AlignConfig:
     w_background: Schedule = Schedule((0, 300, 500, 700), (1.0, 10.0, 100.0, 10.0))  # [S5]
     w_depth: Schedule = Schedule.constant(10.0)  # [S5] Eq. 13
     sigma_sparse_inference: float = 1.0  # [S5] Eq. 14 spatial width for matching
-    # --- reconstructed choices (method.md §5.2); defaults chosen by measurement, see the book
+    # --- reconstructed choices (method.md §5.2); defaults chosen by measurement (bench/ablation.py)
     p_sem: Literal["calibrated", "gaussian"] = "calibrated"  # [R] semantic likelihood form
     sigma_sem: float = 0.3  # [R] width of the 'gaussian' p_sem in cosine-similarity units
     dense_likelihood: Literal["pixels", "points"] = "pixels"  # [R] sum over pixels or points
     sparse_likelihood: Literal["pixels", "points"] = "points"  # [R]
+    log_eps: float = 1e-4  # [R] floor epsilon of log(p + eps) in Eqs. 6-8
     geom_tets: bool = True  # [R] include triangle+apex relations in L_geom
     depth_target: Literal["constant", "foreground"] = "constant"  # [R] z-bar of L_depth
     depth_target_value: float = 1.0  # [R] z-bar when depth_target == "constant"
-    n_rotations: int = 24  # [R] rotation hypotheses per image
+    w_depth_order: float = 0.0  # [R] weight of the depth-ordering tie-breaker (needs depth maps)
+    n_rotations: int = 24  # [R] rotation hypotheses per image (first 24: cube group, PCA frame)
     mirror_hypotheses: bool = False  # [R] also try mirrored canonical clouds
     optimize_focal: bool = True  # [N] optimise f jointly with the keypoints
     focal_init_inv: float = 0.2  # [R] initial 1/f at test time
+    weight_decay: float = 0.0  # [R] AdamW decay; >0 would pull keypoints towards the camera
+    foreground_threshold: float = 0.5  # [R] soft-mask level whose cells form the pixel set Omega
+    mask_blur: float = 2.0  # [R] Gaussian blur (cells) softening the mask for L_background
+    cell_stride: int = 1  # average-pool the descriptor grid by this factor for alignment (CPU)
+    max_dense_points: int = 0  # 0 = all; else a fixed-seed subsample of dense points (CPU)
     match_points: Literal["sparse", "dense"] = "sparse"  # [R] model points used by Eq. 14
     soft_argmax_window: int = 0  # [C] 0 = off; GeoAware uses 7
     soft_argmax_temperature: float = 0.02  # [C]

@@ -2,7 +2,8 @@
 
 Normalised image coordinates: a pixel ``(x, y)`` of an ``H x W`` image maps to
 ``u = (x, y) / max(H, W)``. The camera sits at the origin looking along +z with intrinsics
-``K_f = [[f, 0, px], [0, f, py], [0, 0, 1]]``, ``px = W / (2 max(H, W))``, ``py = H / (2 max(H, W))``.
+``K_f = [[f, 0, px], [0, f, py], [0, 0, 1]]``,
+``px = W / (2 max(H, W))``, ``py = H / (2 max(H, W))``.
 All functions are pure, batch-first, and device/dtype agnostic.
 """
 

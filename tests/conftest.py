@@ -1,0 +1,13 @@
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SPAIR_MINI = SHARED / "data" / "spair-mini"
+
+
+@pytest.fixture(scope="session")
+def spair_mini() -> Path:
+    if not SPAIR_MINI.is_dir():
+        pytest.skip(f"real-data test: {SPAIR_MINI} is absent (CI provides ../shared)")
+    return SPAIR_MINI

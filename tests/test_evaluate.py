@@ -1,0 +1,99 @@
+import json
+
+import pytest
+import torch
+
+from semalign3d.cli import main
+from semalign3d.evaluate import PairScore, correct_keypoints, summarize
+
+
+def test_correct_keypoints_hand_case_and_comparison():
+    gt = torch.zeros(3, 2)
+    pred = torch.tensor([[10.0, 0.0], [0.0, 9.0], [30.0, 40.0]])  # distances 10, 9, 50
+    ok = correct_keypoints(pred, gt, bbox_size=100.0, alphas=(0.1, 0.05, 0.5))
+    assert ok.tolist() == [[True, True, False], [False, False, False], [True, True, True]]
+    strict = correct_keypoints(pred, gt, 100.0, alphas=(0.1,), comparison="<")
+    assert strict.tolist() == [[False, True, False]]
+    nan = correct_keypoints(torch.full((1, 2), float("nan")), torch.zeros(1, 2), 100.0, (1.0,))
+    assert nan.tolist() == [[False]]
+    with pytest.raises(ValueError):
+        correct_keypoints(pred, gt, 100.0, comparison="<<")
+
+
+def test_per_image_and_per_keypoint_differ_hand_computed():
+    # pair A: 1 of 1 correct; pair B: 1 of 3 correct (cat x); pair C: 0 of 2 (cat y)
+    a = PairScore("a", "x", torch.tensor([[True]]))
+    b = PairScore("b", "x", torch.tensor([[True, False, False]]))
+    c = PairScore("c", "y", torch.tensor([[False, False]]))
+    s = summarize([a, b, c], alphas=(0.1,))
+    assert s["per_image"]["x"] == pytest.approx(100 * (1 + 1 / 3) / 2)  # 66.67
+    assert s["per_keypoint"]["x"] == pytest.approx(50.0)  # 2 of 4
+    assert s["per_image"]["all"] == pytest.approx(100 * (1 + 1 / 3 + 0) / 3)  # 44.44
+    assert s["per_keypoint"]["all"] == pytest.approx(100 * 2 / 6)  # 33.33
+    assert s["per_image"]["all_mean_of_categories"] == pytest.approx((200 / 3) / 2)  # 33.33
+    assert s["per_keypoint"]["all_mean_of_categories"] == pytest.approx(25.0)
+    assert s["n_pairs"] == 3 and s["n_keypoints"] == 6
+
+
+def test_summary_empty():
+    s = summarize([], alphas=(0.1,), n_skipped=4)
+    assert s["n_pairs"] == 0 and s["n_skipped"] == 4 and s["per_image"]["all"] == 0.0
+
+
+def _run_eval(root, preds, tmp_path, *extra):
+    pf, out = tmp_path / "pred.json", tmp_path / "out.json"
+    pf.write_text(json.dumps(preds))
+    rc = main(["eval-pairs", "--root", str(root), "--predictions", str(pf), "--json", str(out),
+               *extra])
+    assert rc == 0
+    return json.loads(out.read_text())
+
+
+def test_eval_pairs_ground_truth_is_100_and_shifted_is_0(spair_mini, tmp_path):
+    from semalign3d.data.spair import SPairDataset
+
+    pairs = SPairDataset(spair_mini).pairs("test")
+    gt = {p.name: p.trg_kps.tolist() for p in pairs}
+    s = _run_eval(spair_mini, gt, tmp_path)
+    for alpha, table in s["by_alpha"].items():
+        assert table["per_image"]["all"] == 100.0, alpha
+        assert table["per_keypoint"]["all"] == 100.0, alpha
+    assert s["n_pairs"] == 12 and s["n_skipped"] == 0
+    shifted = {}
+    for p in pairs:
+        t = p.trg_kps.clone()
+        t[:, 0] += 0.1 * p.trg_bbox_size + 1
+        shifted[p.name] = t.tolist()
+    s = _run_eval(spair_mini, shifted, tmp_path)
+    assert s["per_image"]["all"] == 0.0 and s["per_keypoint"]["all"] == 0.0
+    assert s["alpha"] == 0.1
+
+
+def test_eval_pairs_reports_missing_pairs(spair_mini, tmp_path, capsys):
+    from semalign3d.data.spair import SPairDataset
+
+    pairs = SPairDataset(spair_mini).pairs("test")
+    preds = {p.name: p.trg_kps.tolist() for p in pairs[:5]}
+    s = _run_eval(spair_mini, preds, tmp_path, "--alpha", "0.05")
+    assert s["n_pairs"] == 5 and s["n_skipped"] == 7 and s["alpha"] == 0.05
+    assert "skipped 7 pair(s)" in capsys.readouterr().out
+
+
+def test_eval_pairs_bad_inputs(spair_mini, tmp_path, capsys):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    assert main(["eval-pairs", "--root", str(spair_mini), "--predictions", str(bad)]) == 2
+    assert "bad.json: not valid JSON" in capsys.readouterr().err
+    name = "000001-2011_001863-2010_002195:pottedplant"
+    bad.write_text(json.dumps({name: [[1, 2]]}))
+    assert main(["eval-pairs", "--root", str(spair_mini), "--predictions", str(bad)]) == 2
+    assert "has 1 points, the pair has 4 keypoints" in capsys.readouterr().err
+
+
+def test_cli_help_lists_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("data", "features", "prior", "evaluate", "match", "eval-pairs", "book"):
+        assert cmd in out
