@@ -22,8 +22,8 @@ book: $(STAMP)
 	$(BIN)/semalign3d book build
 
 test: $(STAMP)
-	$(BIN)/ruff check semalign3d tests bench
+	$(BIN)/ruff check semalign3d tests bench book/tools book/_ext
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf book/_build book/_executed
+	rm -rf book/_build book/_executed book/_static_vendor
