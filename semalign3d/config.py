@@ -226,9 +226,9 @@ class EncoderConfig:
     sd_model: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # hub id or local folder
     sd_resolution: int = 960  # square input side in px (60 x 16)
     sd_timestep: int = 50  # noising timestep for the single UNet pass (GeoAware: 50)
-    sd_window: int = 512  # [C] ODISE slide inference: crop side in px; 0 = one pass on the whole input
-    sd_captioner_checkpoint: str | None = None  # ODISE .pth with the implicit captioner; None: "" prompt
-    sd_clip_model: str = "openai/clip-vit-large-patch14-336"  # CLIP image tower of ODISE's captioner
+    sd_window: int = 512  # [C] ODISE slide inference: crop side in px; 0 = one pass, whole input
+    sd_captioner_checkpoint: str | None = None  # ODISE .pth holding its captioner; None: "" prompt
+    sd_clip_model: str = "openai/clip-vit-large-patch14-336"  # CLIP tower of ODISE's captioner
     geoaware_checkpoint: str | None = None  # path to GeoAware-SC results_spair/best_856.PTH
     grid_size: int = 60  # descriptor grid side (h = w)
     batch_size: int = 4  # images per forward pass
@@ -260,7 +260,7 @@ class MaskConfig:
     sam_model: str = "facebook/sam-vit-huge"  # hub id or local folder
     erode_iterations: int = 2  # [C] keypoint snapping: 2x2 kernel, 2 iterations
     sam_multimask_index: int = 2  # [C] which of SAM's 3 masks a keypoint prompt keeps
-    odise_dir: str = "Masks-ODISE"  # folder under the dataset root with ODISE masks <cat>/<name>.jpg
+    odise_dir: str = "Masks-ODISE"  # folder in the dataset root with ODISE <cat>/<name>.jpg
     odise_threshold: int = 127  # [C] GeoAware-SC binarises the ODISE JPEG masks at > 127
     device: str = "auto"  # where SAM runs: "auto" | "cpu" | "cuda" | "cuda:N"
 
@@ -318,6 +318,7 @@ class AlignConfig:
     depth_target: Literal["constant", "foreground"] = "constant"  # [R] z-bar of L_depth
     depth_target_value: float = 1.0  # [R] z-bar when depth_target == "constant"
     w_depth_order: float = 0.0  # [R] weight of the depth-ordering tie-breaker (needs depth maps)
+    visibility_radius: float = 0.0  # [R] >0: soft z-buffer (normalised units); 0 = off
     n_rotations: int = 24  # [R] rotation hypotheses per image (first 24: cube group, PCA frame)
     mirror_hypotheses: bool = False  # [R] also try mirrored canonical clouds
     optimize_focal: bool = True  # [N] optimise f jointly with the keypoints
@@ -327,6 +328,7 @@ class AlignConfig:
     mask_blur: float = 2.0  # [R] Gaussian blur (cells) softening the mask for L_background
     cell_stride: int = 1  # average-pool the descriptor grid by this factor for alignment (CPU)
     max_dense_points: int = 0  # 0 = all; else a fixed-seed subsample of dense points (CPU)
+    max_geom_relations: int = 0  # 0 = all; else a fixed-seed subsample per relation family (CPU)
     match_points: Literal["sparse", "dense"] = "sparse"  # [R] model points used by Eq. 14
     soft_argmax_window: int = 0  # [C] 0 = off; GeoAware uses 7
     soft_argmax_temperature: float = 0.02  # [C]
