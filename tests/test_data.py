@@ -36,15 +36,15 @@ def test_flip_twice_is_identity(category):
     assert torch.equal(twice.visible, img.visible)
     assert twice.bbox == img.bbox and twice.flipped is False
     once = flips.flip_image(img)
-    assert once.flipped and once.bbox == (99.0, 20.0, 289.0, 150.0)
+    assert once.flipped and once.bbox == (100.0, 20.0, 290.0, 150.0)
 
 
 def test_flip_keypoints_hand_case():
-    # chair swaps (0, 1): keypoint 0 at x=10 becomes keypoint 1 at x = W-1-10
+    # chair swaps (0, 1): keypoint 0 at x=10 becomes keypoint 1 at x = W - 10
     kps = torch.full((14, 2), float("nan"))
     kps[0] = torch.tensor([10.0, 5.0])
     out = flips.flip_keypoints(kps, 100, flips.flip_permutation("chair"))
-    assert torch.equal(out[1], torch.tensor([89.0, 5.0])) and torch.isnan(out[0]).all()
+    assert torch.equal(out[1], torch.tensor([90.0, 5.0])) and torch.isnan(out[0]).all()
 
 
 def test_unknown_category():

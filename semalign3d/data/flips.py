@@ -44,9 +44,13 @@ def flip_permutation(category: str) -> torch.Tensor:
 
 
 def flip_keypoints(kps: torch.Tensor, width: int, perm: torch.Tensor) -> torch.Tensor:
-    """Mirror pixel keypoints ``[... x K x 2]`` (x -> W-1-x) and permute ids by ``perm``."""
+    """Mirror pixel keypoints ``[... x K x 2]`` (x -> W - x) and permute ids by ``perm``.
+
+    Pixel coordinates are continuous with pixel ``i`` covering ``[i, i + 1)`` (the convention of
+    :mod:`semalign3d.geometry` and ``FeatureGrid``), so ``W - x`` is the exact mirror image.
+    """
     out = kps.clone()
-    out[..., 0] = (width - 1) - kps[..., 0]
+    out[..., 0] = width - kps[..., 0]
     return out[..., perm, :]
 
 
@@ -64,6 +68,6 @@ def flip_image(image: AnnotatedImage) -> AnnotatedImage:
         image,
         keypoints=flip_keypoints(image.keypoints, w, perm),
         visible=image.visible[perm],
-        bbox=((w - 1) - x1, y0, (w - 1) - x0, y1),
+        bbox=(w - x1, y0, w - x0, y1),
         flipped=not image.flipped,
     )

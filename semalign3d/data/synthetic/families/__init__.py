@@ -1,0 +1,1 @@
+"""One module per shape family, each exposing ``FAMILY`` (registered in ``..shapes``)."""
