@@ -127,9 +127,9 @@ class ClassRepresentation:
                 f"{FORMAT} v{VERSION}; rebuild it with 'semalign3d prior build'"
             )
         try:
-            prior = ShapePrior(**{
-                f.name: tensors.pop(f"prior.{f.name}") for f in dataclasses.fields(ShapePrior)
-            })
+            prior = ShapePrior(
+                **{f.name: tensors.pop(f"prior.{f.name}") for f in dataclasses.fields(ShapePrior)}
+            )
             category = meta.pop("category")
             for k in ("format", "version"):
                 meta.pop(k)
