@@ -300,6 +300,7 @@ class AlignConfig:
 
     lr: float = 5e-3  # [S5] AdamW learning rate
     n_steps: int = 1000  # [S5] AdamW steps
+    lr_final: float = 1.0  # [R] cosine decay of lr to lr * lr_final at the last step (1 = constant)
     sigma_dense: Schedule = Schedule((0, 300, 500), (1.0, 0.1, 0.03))  # [S5] Eq. 5, dense
     sigma_sparse: Schedule = Schedule((0, 300, 500, 700), (1.0, 0.1, 0.1, 0.05))  # [S5] Eq. 5
     w_dense: Schedule = Schedule.constant(1.0)  # [S5] Eq. 9
@@ -317,8 +318,8 @@ class AlignConfig:
     geom_tets: bool = True  # [R] include triangle+apex relations in L_geom
     depth_target: Literal["constant", "foreground"] = "constant"  # [R] z-bar of L_depth
     depth_target_value: float = 1.0  # [R] z-bar when depth_target == "constant"
-    w_depth_order: float = 0.0  # [R] weight of the depth-ordering tie-breaker (needs depth maps)
-    visibility_radius: float = 0.0  # [R] >0: soft z-buffer (normalised units); 0 = off
+    w_depth_order: float = 1.0  # [R] weight of the depth-ordering tie-breaker (needs depth maps)
+    visibility_radius: float = 0.02  # [R] >0: soft z-buffer (normalised units); 0 = off
     n_rotations: int = 24  # [R] rotation hypotheses per image (first 24: cube group, PCA frame)
     mirror_hypotheses: bool = False  # [R] also try mirrored canonical clouds
     optimize_focal: bool = True  # [N] optimise f jointly with the keypoints

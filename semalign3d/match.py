@@ -4,6 +4,9 @@
   "DINO+SD / GeoAware" row of the paper's Table 1 once real encoders are used.
 * :func:`readout`: the shared read-out of a score map to pixels (argmax, with optional window
   soft-argmax refinement as in GeoAware-SC), used by every matcher.
+* :func:`transfer`: SemAlign3D's Eq. 14 (method.md §2.12): query pixel -> most likely model point
+  of the aligned source model -> most likely pixel of the aligned target model, both by
+  ``p_sem x`` a Gaussian of width ``sigma_sparse_inference`` around the projected point.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from semalign3d.align.semantic import log_p_sem
 from semalign3d.models.base import DescriptorMap, FeatureGrid
 
 
@@ -70,3 +74,68 @@ def nn_match(
     c, h, w = trg.features.shape
     sims = q @ F.normalize(trg.features.reshape(c, -1), dim=0)  # [N x h*w]
     return readout(sims.reshape(-1, h, w), trg.grid, window, temperature)
+
+
+def _normalised_cells(grid: FeatureGrid, device, dtype) -> torch.Tensor:
+    return grid.cell_centers().to(device, dtype) / float(grid.side)
+
+
+def transfer(
+    src: DescriptorMap,
+    trg: DescriptorMap,
+    src_kps: torch.Tensor,
+    src_points: torch.Tensor,
+    trg_points: torch.Tensor,
+    point_features: torch.Tensor,
+    sim_mean: torch.Tensor,
+    sim_std: torch.Tensor,
+    sigma: float,
+    p_sem: str = "calibrated",
+    sigma_sem: float = 0.3,
+    window: int = 0,
+    temperature: float = 0.02,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 14: keypoint transfer through two aligned copies of the model.
+
+    ``i* = argmax_i p_sem(F_1(q), phi_i) exp(-|q - pi_1(c_i)|^2 / 2 sigma^2)``, then
+    ``q_2 = argmax_u p_sem(F_2(u), phi_i*) exp(-|u - pi_2(c_i*)|^2 / 2 sigma^2)``, distances in
+    normalised units (fractions of each image's longer side). The calibrated ``p_sem`` is flat
+    above a point's training mean, so the raw similarity is added with a 1e-3 weight to rank
+    those ties semantically rather than by cell order.
+
+    Args:
+        src, trg: unit descriptor maps ``[C x h x w]`` of the two images.
+        src_kps: ``[Q x 2]`` query pixels in the source.
+        src_points, trg_points: ``[M x 2]`` model points projected into each image (pixels).
+        point_features: ``[M x C]`` unit features of the model points.
+        sim_mean, sim_std: ``[M]`` similarity statistics (calibrated ``p_sem``).
+        sigma: ``sigma_sparse_inference`` (normalised units).
+        p_sem, sigma_sem: the semantic likelihood form (see :mod:`semalign3d.align.semantic`).
+        window, temperature: optional soft-argmax refinement, see :func:`readout`.
+    Returns:
+        ``(pred [Q x 2] target pixels, point [Q] index of the model point each query used)``.
+    """
+    m = point_features.shape[0]
+    if not (src_points.shape[0] == trg_points.shape[0] == sim_mean.shape[0] == m):
+        raise ValueError(
+            f"model point count mismatch: {src_points.shape[0]} source projections, "
+            f"{trg_points.shape[0]} target projections, {m} features, {sim_mean.shape[0]} stats"
+        )
+    if src_kps.shape[0] == 0:
+        return src_kps.new_zeros(0, 2), torch.zeros(0, dtype=torch.long)
+    dt = src.features.dtype
+    phi = point_features.to(src.features.device, dt)
+    q = src.grid.sample(src.features, src_kps.to(dt))  # [Q x C]
+    s1 = q @ phi.T
+    qn = src_kps.to(dt) / float(src.grid.side)
+    p1 = src_points.to(dt) / float(src.grid.side)
+    score1 = log_p_sem(s1, sim_mean, sim_std, p_sem, sigma_sem) + 1e-3 * s1
+    score1 = score1 - torch.cdist(qn, p1) ** 2 / (2 * sigma**2)
+    best = score1.argmax(-1)  # [Q]
+    c, h, w = trg.features.shape
+    s2 = phi[best] @ trg.features.reshape(c, -1)  # [Q x h*w]
+    cells = _normalised_cells(trg.grid, s2.device, dt)
+    p2 = trg_points.to(dt)[best] / float(trg.grid.side)
+    score2 = log_p_sem(s2, sim_mean[best, None], sim_std[best, None], p_sem, sigma_sem)
+    score2 = score2 + 1e-3 * s2 - torch.cdist(p2, cells) ** 2 / (2 * sigma**2)
+    return readout(score2.reshape(-1, h, w), trg.grid, window, temperature), best

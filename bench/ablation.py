@@ -1,0 +1,128 @@
+"""Ablation of the reconstructed choices (method.md §5.2) on synthetic VALIDATION pairs.
+
+For every category and variant (one change against the defaults) the whole pipeline runs on the
+``val`` split with the CPU profile; the prior and descriptors are shared between variants, and
+variants that only change matching reuse the default's alignments. Prints a markdown table of
+per-image PCK@0.1 (overall / on viewpoint_variation 2) and writes all figures as JSON after each
+run (``--summarize`` reprints the table of a partial or finished JSON).
+
+    python bench/ablation.py --root /tmp/syn --categories chair bottle --out ablation.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from semalign3d.config import AlignConfig, Config, PriorConfig, replace
+from semalign3d.experiment import RunDir, evaluate_category, summaries
+from semalign3d.io import write_json
+
+#: name -> (AlignConfig changes, matching-only?)
+VARIANTS: dict[str, tuple[dict, bool]] = {
+    "default": ({}, False),  # must come first: matching-only variants reuse its alignments
+    "no visibility": ({"visibility_radius": 0.0}, False),
+    "no depth order": ({"w_depth_order": 0.0}, False),
+    "neither tie-breaker": ({"visibility_radius": 0.0, "w_depth_order": 0.0}, False),
+    "p_sem gaussian": ({"p_sem": "gaussian"}, False),
+    "dense: points": ({"dense_likelihood": "points"}, False),
+    "sparse: pixels": ({"sparse_likelihood": "pixels"}, False),
+    "+ mirrored hyps": ({"mirror_hypotheses": True}, False),
+    "z-bar: foreground": ({"depth_target": "foreground"}, False),
+    "no tets": ({"geom_tets": False}, False),
+    "Eq. 14: dense points": ({"match_points": "dense"}, True),
+}
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.exists():
+        os.symlink(src.resolve(), dst)
+
+
+def markdown_table(results: dict[str, dict[str, dict]]) -> str:
+    """Variants x categories of SemAlign3D's per-image PCK@0.1 (overall / viewpoint 2), with the
+    NN baseline; missing runs are left out of the mean."""
+    cats = list(results)
+    names = list(dict.fromkeys(n for c in cats for n in results[c]))
+    lines = ["| variant | " + " | ".join(cats) + " | mean |", "|---|" + "---|" * (len(cats) + 1)]
+
+    def row(label: str, get) -> str:
+        vals = [get(c) for c in cats]
+        cells = [f"{v[0]:.1f} / {v[1]:.1f}" if v else "-" for v in vals]
+        got = [v[0] for v in vals if v]
+        mean = f"{sum(got) / len(got):.1f}" if got else "-"
+        return f"| {label} | " + " | ".join(cells) + f" | {mean} |"
+
+    def pick(c: str, name: str, method: str):
+        r = results[c].get(name, {}).get(method)
+        return (r["pck"], r["pck_vp2"] or float("nan")) if r else None
+
+    lines.append(row("NN baseline", lambda c: pick(c, "default", "nn")))
+    for n in names:
+        lines.append(row(n, lambda c, n=n: pick(c, n, "semalign3d")))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--root", required=True, type=Path)
+    p.add_argument("--categories", nargs="+", default=["chair", "bottle", "tvmonitor",
+                                                        "aeroplane"])
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--work", type=Path, default=Path("runs/ablation"), help="run directories")
+    p.add_argument("--priors", type=Path, default=None,
+                   help="folder with <category>.safetensors to reuse (default: build)")
+    p.add_argument("--prior-config", type=Path, default=None, help="YAML of a PriorConfig")
+    p.add_argument("--split", default="val")
+    p.add_argument("--out", type=Path, required=True, help="JSON output")
+    p.add_argument("--summarize", action="store_true",
+                   help="only print the table of an existing --out JSON")
+    a = p.parse_args()
+    if a.summarize:
+        print(markdown_table(json.loads(a.out.read_text())))
+        return
+    base = Config()
+    if a.prior_config:
+        from semalign3d.config import load_yaml
+
+        base = replace(base, prior=load_yaml(PriorConfig, a.prior_config))
+    results: dict[str, dict[str, dict]] = {}
+    for cat in a.categories:
+        shared = RunDir(a.work / "shared")
+        if a.priors is not None:
+            _link(a.priors / f"{cat}.safetensors", shared.prior(cat))
+        for name in a.variants:
+            changes, matching_only = VARIANTS[name]
+            cfg = replace(base, align=replace(AlignConfig(), **changes))
+            slug = "".join(ch if ch.isalnum() else "_" for ch in name)
+            run = RunDir(a.work / slug)
+            if matching_only:  # reuse the default's alignments, only matching changes
+                _link(a.work / "default" / "alignments" / cat, run.root / "alignments" / cat)
+            if shared.prior(cat).exists():
+                _link(shared.prior(cat), run.prior(cat))
+            if shared.features.exists():
+                _link(shared.features, run.features)
+            t0 = time.perf_counter()
+            r = evaluate_category(a.root, cat, cfg, run.root, profile="cpu", split=a.split,
+                                  progress=False)
+            s = summaries([r], cfg)
+            results.setdefault(cat, {})[name] = {
+                m: {"pck": v["per_image"]["all"], "pck_vp2": v["by_viewpoint"].get("2"),
+                    "n_pairs": v["n_pairs"]} for m, v in s.items()
+            }
+            results[cat][name]["seconds"] = round(time.perf_counter() - t0, 1)
+            print(f"{cat:<10} {name:<22} semalign3d {s['semalign3d']['per_image']['all']:5.1f}"
+                  f"  nn {s['nn']['per_image']['all']:5.1f}  ({results[cat][name]['seconds']} s)",
+                  flush=True)
+            write_json(a.out, results)
+    print()
+    print(markdown_table(results))
+    print(f"\nper-image PCK@0.1 on the synthetic '{a.split}' pairs, CPU profile; JSON: {a.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""Alignment throughput: alignments (image x hypotheses runs) per second at realistic size.
+
+Random but well-formed inputs of the paper's size by default: 25 keypoints, ~800 dense points,
+a 60 x 60 grid with ~50 % foreground cells, 768-d descriptors, 24 rotation hypotheses, 1000 steps.
+Prints one line per setting; never asserts anything.
+
+    python bench/align.py --device cpu --steps 20 --batch 1 4
+    python bench/align.py --device cuda --batch 1 16 64 --compile
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from semalign3d.align.model import AlignModel
+from semalign3d.align.optimize import align
+from semalign3d.align.target import AlignTarget, stack_targets
+from semalign3d.config import AlignConfig, replace, scale_schedules
+from semalign3d.models.base import FeatureGrid
+from semalign3d.prior.relations import edge_pair_index, tet_index
+from semalign3d.prior.shape_prior import ShapePrior
+
+
+def random_model(k: int, n: int, c: int, relations: int, seed: int = 0) -> AlignModel:
+    g = torch.Generator().manual_seed(seed)
+    f = torch.nn.functional.normalize
+    w = torch.rand(n, k, generator=g) ** 8
+    w = w / w.sum(-1, keepdim=True)
+    e = edge_pair_index(k)
+    t = tet_index(k)
+    e = e[torch.randperm(len(e), generator=g)[:relations]] if relations else e
+    t = t[torch.randperm(len(t), generator=g)[:relations]] if relations else t
+    prior = ShapePrior(e, 2 + torch.rand(len(e), 2, generator=g),
+                       2 + torch.rand(len(e), 2, generator=g), t,
+                       2 + torch.rand(len(t), 3, 2, generator=g))
+    return AlignModel(
+        sparse_xyz=torch.randn(k, 3, generator=g) * 0.05,
+        sparse_features=f(torch.randn(k, c, generator=g), dim=-1),
+        sparse_sim_mean=torch.full((k,), 0.6), sparse_sim_std=torch.full((k,), 0.1),
+        dense_features=f(torch.randn(n, c, generator=g), dim=-1),
+        dense_sim_mean=torch.full((n,), 0.6), dense_sim_std=torch.full((n,), 0.1),
+        dense_from_sparse=w, prior=prior, dense_index=torch.arange(n),
+    )
+
+
+def random_target(name: str, grid: int, c: int, seed: int) -> AlignTarget:
+    g = torch.Generator().manual_seed(seed)
+    fg = FeatureGrid(480, 640, grid, grid)
+    feats = torch.nn.functional.normalize(torch.randn(grid, grid, c, generator=g), dim=-1)
+    mask = torch.zeros(grid, grid)
+    mask[grid // 4 : 3 * grid // 4, grid // 6 : 5 * grid // 6] = 1  # ~1/3 of the square
+    return AlignTarget(name, fg, feats, mask * fg.valid_cells())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 4], help="images per batch")
+    p.add_argument("--hypotheses", type=int, default=24)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--keypoints", type=int, default=25)
+    p.add_argument("--dense", type=int, default=800)
+    p.add_argument("--grid", type=int, default=60)
+    p.add_argument("--channels", type=int, default=768)
+    p.add_argument("--relations", type=int, default=0, help="per family; 0 = all")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--compile", action="store_true")
+    a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    cfg = replace(scale_schedules(AlignConfig(), a.steps), n_rotations=a.hypotheses,
+                  compile=a.compile)
+    model = random_model(a.keypoints, a.dense, a.channels, a.relations).to(dev)
+    print(f"device={dev} threads={torch.get_num_threads()} K={a.keypoints} N={a.dense} "
+          f"grid={a.grid}x{a.grid} C={a.channels} H={a.hypotheses} steps={a.steps} "
+          f"edges={model.prior.num_edges} tets={model.prior.num_tets} compile={a.compile}")
+    for b in a.batch:
+        targets = [random_target(f"img{i}", a.grid, a.channels, i) for i in range(b)]
+        targets = [AlignTarget(t.name, t.grid, t.features.to(dev), t.foreground.to(dev))
+                   for t in targets]
+        t0 = time.perf_counter()
+        batch = stack_targets(targets, model, cfg)
+        t_pre = time.perf_counter() - t0
+        warm = replace(cfg, n_steps=2)
+        align(batch, model, warm)  # warm-up (and compilation)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        align(batch, model, cfg)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        runs = b * a.hypotheses
+        per_1000 = dt / a.steps * 1000
+        print(f"batch {b:3d} images x {a.hypotheses} hyps: {dt:.2f} s for {a.steps} steps "
+              f"(precompute {t_pre:.2f} s) -> {per_1000 / b:.2f} s per image, "
+              f"{per_1000 / runs * 1000:.1f} ms per image-hypothesis alignment at 1000 steps, "
+              f"{runs / per_1000:.2f} alignments/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,119 @@
+"""The alignment energy, Eq. 13 (method.md §2.11):
+
+``L_align = w_dense L_dense(sigma_dense) + w_sparse L_sparse(sigma_sparse)      (Eq. 9)
+          + w_geom L_geom + w_background L_background + w_depth L_depth
+          (+ w_order L_order, our optional depth-ordering tie-breaker)``
+
+Every sigma and weight follows the category's Table 5 schedule; :func:`schedule_tables`
+evaluates them once for all steps so the loop only indexes tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from semalign3d.align.background import background_loss
+from semalign3d.align.depth_gauge import depth_gauge, depth_order_loss
+from semalign3d.align.model import AlignModel
+from semalign3d.align.reconstruction import nll
+from semalign3d.align.target import TargetBatch
+from semalign3d.align.visibility import log_visibility
+from semalign3d.config import AlignConfig
+from semalign3d.prior.shape_prior import geometric_nll
+
+#: energy terms in the order of Eq. 13 (``order`` is ours and weighted by ``cfg.w_depth_order``)
+TERMS = ("dense", "sparse", "geom", "background", "depth", "order")
+#: schedule names: the two sigmas, then one weight per term
+SCHEDULES = ("sigma_dense", "sigma_sparse", "w_dense", "w_sparse", "w_geom", "w_background",
+             "w_depth", "w_order")
+
+
+@dataclass(frozen=True)
+class ScheduleTables:
+    """``[T x 8]`` values of :data:`SCHEDULES` at every step ``0 .. T-1``."""
+
+    values: torch.Tensor
+
+    def at(self, step: int) -> dict[str, float]:
+        """The schedule values used at ``step`` (for logs and tests)."""
+        return {n: float(v) for n, v in zip(SCHEDULES, self.values[step], strict=True)}
+
+
+def schedule_tables(
+    cfg: AlignConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> ScheduleTables:
+    """Evaluate every Table 5 schedule at every step, once."""
+    cols = [getattr(cfg, n).table(cfg.n_steps) for n in SCHEDULES[:-1]]
+    cols.append([cfg.w_depth_order] * cfg.n_steps)
+    vals = torch.tensor(cols, dtype=dtype or torch.float32, device=device).T
+    return ScheduleTables(vals.reshape(cfg.n_steps, len(SCHEDULES)))
+
+
+def project(points: torch.Tensor, focal: torch.Tensor, principal: torch.Tensor) -> torch.Tensor:
+    """Pinhole projection of hypotheses: ``[I x H x M x 3]``, ``[I x H]``, ``[I x 2]`` ->
+    ``[I x H x M x 2]``. Depth is clamped at 1e-3 so a point crossing the camera plane stays
+    finite."""
+    z = points[..., 2:3].clamp_min(1e-3)
+    return focal[..., None, None] * points[..., :2] / z + principal[:, None, None, :]
+
+
+def energy_terms(
+    keypoints: torch.Tensor,
+    focal: torch.Tensor,
+    batch: TargetBatch,
+    model: AlignModel,
+    sigma_dense: torch.Tensor | float,
+    sigma_sparse: torch.Tensor | float,
+    cfg: AlignConfig,
+) -> dict[str, torch.Tensor]:
+    """Every term of Eq. 13 for every hypothesis.
+
+    Args:
+        keypoints: ``[I x H x K x 3]`` camera-frame keypoints (``I`` images x ``H`` hypotheses).
+        focal: ``[I x H]`` focal lengths (normalised units).
+        batch: the images' precomputed tables.
+        model: the category model.
+        sigma_dense, sigma_sparse: current spatial widths.
+        cfg: variants (``dense_likelihood``, ``sparse_likelihood``, ``log_eps``, ...).
+    Returns:
+        ``{term: [I x H]}`` for :data:`TERMS` (``order`` is 0 without depth maps).
+    """
+    if keypoints.shape[-2] != model.num_keypoints:
+        raise ValueError(
+            f"hypotheses have {keypoints.shape[-2]} keypoints, the model {model.num_keypoints}"
+        )
+    dense = model.deform(keypoints)
+    proj_d = project(dense, focal, batch.principal)
+    proj_s = project(keypoints, focal, batch.principal)
+    log_vis = log_vis_s = None
+    if cfg.visibility_radius > 0:
+        # keypoints are occluded by the surface (dense points), so both are tested together
+        n = dense.shape[-2]
+        lv = log_visibility(torch.cat([dense, keypoints], -2), torch.cat([proj_d, proj_s], -2),
+                            cfg.visibility_radius)
+        log_vis, log_vis_s = lv[..., :n], lv[..., n:]
+    eps = cfg.log_eps
+    terms = {
+        "dense": nll(cfg.dense_likelihood, proj_d, batch.cells, batch.weight,
+                     batch.log_sem_dense, sigma_dense, eps, log_vis),
+        "sparse": nll(cfg.sparse_likelihood, proj_s, batch.cells, batch.weight,
+                      batch.log_sem_sparse, sigma_sparse, eps, log_vis_s),
+        "geom": geometric_nll(keypoints.flatten(0, 1), model.prior).reshape(focal.shape),
+        "background": background_loss(proj_d, batch.mask, batch.offset),
+        "depth": depth_gauge(keypoints, batch.z_bar),
+    }
+    if batch.depth is not None and cfg.w_depth_order > 0:
+        vis = None if log_vis is None else log_vis.exp()
+        terms["order"] = depth_order_loss(dense, proj_d, batch.depth, batch.mask, batch.offset,
+                                          vis)
+    else:
+        terms["order"] = torch.zeros_like(focal)
+    return terms
+
+
+def total_energy(terms: dict[str, torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+    """Eq. 13: ``sum_t w_t L_t`` with ``weights`` = the 6 weight columns of a schedule row
+    (``[6]``, in :data:`TERMS` order). Returns ``[I x H]``."""
+    return sum(weights[i] * terms[name] for i, name in enumerate(TERMS))

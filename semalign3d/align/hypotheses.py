@@ -1,0 +1,124 @@
+"""Initial poses of the canonical cloud ([R], method.md §2.11h).
+
+The canonical frame of a representation is arbitrary (the sparse cloud is placed by a grid
+search), so rotations must cover SO(3): the cloud is first turned into its principal-axes frame,
+then each hypothesis applies one of the 24 rotations of the cube (ordered so that any prefix is
+spread out) followed by seeded uniform random rotations when more are asked for. Mirrored
+hypotheses (``x -> -x`` in the principal frame) can be added. Each hypothesis is centred on the
+ray through the object's centre at depth ``z_bar`` and scaled so that the projected dense cloud
+spans the object's extent.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+
+from semalign3d.align.model import AlignModel
+from semalign3d.align.target import TargetBatch
+from semalign3d.config import AlignConfig
+
+
+def cube_rotations(dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """The 24 proper rotations of the cube ``[24 x 3 x 3]``, greedily ordered farthest-first
+    from the identity (every prefix is well spread)."""
+    mats = []
+    for perm in itertools.permutations(range(3)):
+        for signs in itertools.product((1.0, -1.0), repeat=3):
+            m = torch.zeros(3, 3, dtype=torch.float64)
+            for r, c in enumerate(perm):
+                m[r, c] = signs[r]
+            if torch.det(m) > 0:
+                mats.append(m)
+    rots = torch.stack(mats)
+    order = [0]
+    # geodesic distance is monotone in -trace(R_a^T R_b)
+    dist = -torch.einsum("aij,bij->ab", rots, rots)
+    while len(order) < len(rots):
+        rest = [i for i in range(len(rots)) if i not in order]
+        order.append(max(rest, key=lambda i: float(dist[i, order].min())))
+    return rots[order].to(dtype)
+
+
+def random_rotations(n: int, seed: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``n`` uniformly distributed rotations ``[n x 3 x 3]`` (unit quaternions, seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, 4, generator=g, dtype=torch.float64)
+    w, x, y, z = (q / q.norm(dim=-1, keepdim=True)).unbind(-1)
+    m = torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w),
+        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w),
+        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y),
+    ], -1)
+    return m.reshape(n, 3, 3).to(dtype)
+
+
+def rotation_hypotheses(n: int, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """``[n x 3 x 3]``: the first ``min(n, 24)`` cube rotations, then random ones."""
+    if n < 1:
+        raise ValueError(f"need at least one rotation hypothesis, got {n}")
+    cube = cube_rotations(dtype)[:n]
+    if n <= 24:
+        return cube
+    return torch.cat([cube, random_rotations(n - 24, seed, dtype)])
+
+
+def principal_frame(points: torch.Tensor) -> torch.Tensor:
+    """Rotation ``[3 x 3]`` (det +1) whose rows are the principal axes of ``[N x 3]`` points,
+    largest variance first; ``points_centred @ R.T`` expresses them in that frame."""
+    c = points - points.mean(0)
+    _, _, vh = torch.linalg.svd(c.double(), full_matrices=True)
+    if torch.det(vh) < 0:
+        vh = vh.clone()
+        vh[2] = -vh[2]
+    return vh.to(points.dtype)
+
+
+@dataclass(frozen=True)
+class Hypotheses:
+    """Initial state of the optimisation.
+
+    Attributes:
+        keypoints: ``[I x H x K x 3]`` camera-frame keypoints.
+        focal_inv: ``[I x H]`` inverse focal lengths.
+        rotations: ``[H x 3 x 3]`` rotation applied in the principal frame.
+        mirrored: ``[H]`` bool: the hypothesis starts from the mirrored cloud.
+    """
+
+    keypoints: torch.Tensor
+    focal_inv: torch.Tensor
+    rotations: torch.Tensor
+    mirrored: torch.Tensor
+
+
+def initial_hypotheses(batch: TargetBatch, model: AlignModel, cfg: AlignConfig) -> Hypotheses:
+    """Place ``cfg.n_rotations`` (x2 with ``cfg.mirror_hypotheses``) rotated copies of the
+    canonical cloud in front of every image's object (see the module docstring)."""
+    dev, dt = batch.cells.device, batch.cells.dtype
+    kps = model.sparse_xyz.to(dev, dt)
+    dense = model.deform(kps[None])[0]
+    centre = kps.mean(0)
+    frame = principal_frame(dense)
+    kps_f = (kps - centre) @ frame.T
+    dense_f = (dense - centre) @ frame.T
+    rots = rotation_hypotheses(cfg.n_rotations, cfg.seed, dt).to(dev)
+    mirrored = torch.zeros(len(rots), dtype=torch.bool, device=dev)
+    if cfg.mirror_hypotheses:
+        flip = torch.diag(torch.tensor([-1.0, 1.0, 1.0], device=dev, dtype=dt))
+        rots = torch.cat([rots, rots @ flip])
+        mirrored = torch.cat([mirrored, ~mirrored])
+    k_h = kps_f @ rots.transpose(-1, -2)  # [H x K x 3]
+    d_h = dense_f @ rots.transpose(-1, -2)  # [H x N x 3]
+    span = (d_h[..., :2].amax(-2) - d_h[..., :2].amin(-2)).amax(-1).clamp_min(1e-9)  # [H]
+    f0 = 1.0 / abs(cfg.focal_init_inv)
+    z = batch.z_bar[:, None]  # [I x 1]
+    scale = batch.extent[:, None] * z / (f0 * span[None])  # [I x H]
+    mid = (d_h[..., :2].amax(-2) + d_h[..., :2].amin(-2)) / 2  # [H x 2]
+    ray = (batch.center - batch.principal) / f0  # [I x 2] xy per unit depth
+    txy = ray[:, None] * z[..., None] - scale[..., None] * mid[None]  # [I x H x 2]
+    t = torch.cat([txy, z[..., None].expand(-1, len(rots), 1)], -1)
+    keypoints = scale[..., None, None] * k_h[None] + t[:, :, None, :]
+    focal_inv = torch.full(scale.shape, abs(cfg.focal_init_inv), device=dev, dtype=dt)
+    return Hypotheses(keypoints, focal_inv, rots, mirrored)

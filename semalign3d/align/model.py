@@ -1,0 +1,99 @@
+"""The parts of a class representation that the alignment reads, prepared once per run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from semalign3d.config import AlignConfig
+from semalign3d.prior.representation import ClassRepresentation
+from semalign3d.prior.shape_prior import ShapePrior
+
+
+@dataclass(frozen=True)
+class AlignModel:
+    """Model tensors of one category (``K`` keypoints, ``N`` dense points, ``C`` channels).
+
+    Attributes:
+        sparse_xyz: ``[K x 3]`` canonical keypoints.
+        sparse_features, dense_features: ``[K x C]``, ``[N x C]`` unit descriptors.
+        sparse_sim_mean, sparse_sim_std, dense_sim_mean, dense_sim_std: ``[K]``, ``[N]``.
+        dense_from_sparse: ``[N x K]`` linear deformation (dense = dense_from_sparse @ sparse).
+        prior: the Beta shape prior used by ``L_geom`` (tets removed unless ``cfg.geom_tets``).
+        dense_index: ``[N]`` long: rows of the representation's dense cloud that were kept.
+    """
+
+    sparse_xyz: torch.Tensor
+    sparse_features: torch.Tensor
+    sparse_sim_mean: torch.Tensor
+    sparse_sim_std: torch.Tensor
+    dense_features: torch.Tensor
+    dense_sim_mean: torch.Tensor
+    dense_sim_std: torch.Tensor
+    dense_from_sparse: torch.Tensor
+    prior: ShapePrior
+    dense_index: torch.Tensor
+
+    @property
+    def num_keypoints(self) -> int:
+        return int(self.sparse_xyz.shape[0])
+
+    @property
+    def num_dense(self) -> int:
+        return int(self.dense_from_sparse.shape[0])
+
+    def deform(self, sparse: torch.Tensor) -> torch.Tensor:
+        """Dense points following keypoints: ``[... x K x 3]`` -> ``[... x N x 3]``."""
+        # folded into one [B*3 x K] @ [K x N] product: a broadcast 2D @ 4D matmul that
+        # requires grad takes a slow path on CPU (~10^4 x slower at these sizes)
+        w = self.dense_from_sparse.to(sparse.dtype)
+        return torch.matmul(sparse.transpose(-1, -2), w.T).transpose(-1, -2)
+
+    def to(self, device=None, dtype=None) -> AlignModel:
+        def conv(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device, dtype) if t.is_floating_point() else t.to(device)
+
+        return AlignModel(
+            *(conv(getattr(self, n)) for n in (
+                "sparse_xyz", "sparse_features", "sparse_sim_mean", "sparse_sim_std",
+                "dense_features", "dense_sim_mean", "dense_sim_std", "dense_from_sparse",
+            )),
+            prior=self.prior.to(device, dtype),
+            dense_index=self.dense_index.to(device),
+        )
+
+
+def prepare_model(rep: ClassRepresentation, cfg: AlignConfig) -> AlignModel:
+    """Select what the alignment uses: a fixed-seed subsample of ``cfg.max_dense_points`` dense
+    points (0 = all), the prior with or without triangle+apex relations, and at most
+    ``cfg.max_geom_relations`` relations of each family (0 = all)."""
+    n = rep.num_dense
+    if n == 0:
+        raise ValueError(f"representation of '{rep.category}' has no dense points")
+    if 0 < cfg.max_dense_points < n:
+        g = torch.Generator().manual_seed(cfg.seed)
+        index = torch.randperm(n, generator=g)[: cfg.max_dense_points].sort().values
+    else:
+        index = torch.arange(n)
+    index = index.to(rep.dense_xyz.device)
+    prior = rep.prior if cfg.geom_tets else rep.prior.without_tets()
+    if cfg.max_geom_relations > 0:
+        g = torch.Generator().manual_seed(cfg.seed + 1)
+        keep = [
+            torch.randperm(n_r, generator=g)[: cfg.max_geom_relations].sort().values
+            for n_r in (prior.num_edges, prior.num_tets)
+        ]
+        prior = prior.subset(keep[0].to(index.device), keep[1].to(index.device))
+    return AlignModel(
+        sparse_xyz=rep.sparse_xyz,
+        sparse_features=rep.sparse_features,
+        sparse_sim_mean=rep.sparse_sim_mean,
+        sparse_sim_std=rep.sparse_sim_std,
+        dense_features=rep.dense_features[index],
+        dense_sim_mean=rep.dense_sim_mean[index],
+        dense_sim_std=rep.dense_sim_std[index],
+        dense_from_sparse=rep.dense_from_sparse[index],
+        prior=prior,
+        dense_index=index,
+    )

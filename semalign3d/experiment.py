@@ -1,0 +1,292 @@
+"""End-to-end evaluation of one category: prior -> descriptors -> per-image alignment ->
+pair matching (NN baseline and SemAlign3D's Eq. 14) -> PCK.
+
+Run directory layout (every file written atomically; a rerun reuses whatever exists)::
+
+    RUN/prior/<cat>.safetensors                  the class representation (built once)
+    RUN/features/                                descriptor cache (FeatureCache)
+    RUN/alignments/<cat>/<image>.json            one Alignment per test image
+    RUN/predictions/<method>/<cat>.json          pair name -> target keypoints (kps_ids order)
+
+Every image is aligned on its own (``H`` hypotheses in one tensor program) and on one CPU thread,
+so its result never depends on which other images share a batch or on the process: a resumed run
+reproduces an uninterrupted one exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from semalign3d.align.model import AlignModel, prepare_model
+from semalign3d.align.optimize import Alignment, align
+from semalign3d.align.profiles import category_config
+from semalign3d.align.target import AlignTarget, make_target, stack_targets
+from semalign3d.config import AlignConfig, Config, scale_schedules
+from semalign3d.data.records import AnnotatedImage, DataError, Pair
+from semalign3d.data.spair import SPairDataset
+from semalign3d.evaluate import PairScore, score_predictions, summarize
+from semalign3d.io import write_json
+from semalign3d.match import nn_match, transfer
+from semalign3d.models.base import DescriptorMap
+from semalign3d.prior.representation import ClassRepresentation, RepresentationError
+
+METHODS = ("nn", "semalign3d")
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of one run directory (see the module docstring)."""
+
+    root: Path
+
+    def prior(self, category: str) -> Path:
+        return self.root / "prior" / f"{category}.safetensors"
+
+    @property
+    def features(self) -> Path:
+        return self.root / "features"
+
+    def alignment(self, category: str, image: str) -> Path:
+        return self.root / "alignments" / category / f"{image}.json"
+
+    def predictions(self, method: str, category: str) -> Path:
+        return self.root / "predictions" / method / f"{category}.json"
+
+
+def load_or_build_prior(
+    root: str | Path, category: str, config: Config, run: RunDir, progress: bool = True
+) -> ClassRepresentation:
+    """The run's representation of ``category``: loaded if present, else built from the
+    dataset's ``trn`` images and saved."""
+    path = run.prior(category)
+    if path.is_file():
+        try:
+            return ClassRepresentation.load(path)
+        except RepresentationError as e:
+            if progress:
+                print(f"[evaluate] rebuilding stale prior: {e}")
+    from semalign3d.prior.build import build_from_dataset
+
+    rep = build_from_dataset(root, category, config, cache_dir=run.features, progress=progress)
+    rep.save(path)
+    return rep
+
+
+def encode(images: Sequence[AnnotatedImage], config: Config, root: str | Path, run: RunDir):
+    """Descriptor maps of ``images`` through the run's feature cache."""
+    from semalign3d.models import build_encoder
+    from semalign3d.models.cache import FeatureCache
+
+    encoder = build_encoder(config.encoder, root)
+    return list(FeatureCache(run.features).encode(encoder, list(images)))
+
+
+def _needs_depth(cfg: AlignConfig) -> bool:
+    return cfg.w_depth_order > 0 or cfg.depth_target == "foreground"
+
+
+def build_targets(
+    images: Sequence[AnnotatedImage],
+    descriptors: Sequence[DescriptorMap],
+    model: AlignModel,
+    cfg: AlignConfig,
+    config: Config,
+    root: str | Path,
+) -> list[AlignTarget]:
+    """Alignment targets with the configured test-mask source and, when the energy needs it,
+    pseudo-depth."""
+    source = config.masks.test_source
+    masks: list[torch.Tensor | None] = [None] * len(images)
+    if source not in ("features", "none"):
+        from semalign3d.models import build_masks
+
+        masks = list(build_masks(config.masks, source, root).masks(list(images)))
+    depths: list[torch.Tensor | None] = [None] * len(images)
+    if _needs_depth(cfg):
+        from semalign3d.models import build_depth
+        from semalign3d.prior.lifting import pseudo_depth
+
+        dm = build_depth(config.depth, root)
+        depths = [
+            pseudo_depth(d.float(), config.depth.disparity_span, im.key)
+            for d, im in zip(dm.disparity(list(images)), images, strict=True)
+        ]
+    out = []
+    for im, d, m, z in zip(images, descriptors, masks, depths, strict=True):
+        box = (0.0, 0.0, float(im.width), float(im.height)) if source == "none" else None
+        out.append(make_target(im.key, d, model, cfg, mask=m, box=box, depth=z))
+    return out
+
+
+@contextmanager
+def _single_thread():
+    """MKL's multi-threaded CPU kernels are not bitwise reproducible across processes (their
+    blocking depends on memory alignment), and the optimisation amplifies the last bit through
+    its argmax choices; aligning on one thread makes a resumed run equal an uninterrupted one."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def align_images(
+    images: Sequence[AnnotatedImage],
+    descriptors: Sequence[DescriptorMap],
+    rep: ClassRepresentation,
+    cfg: AlignConfig,
+    config: Config,
+    root: str | Path,
+    run: RunDir,
+    progress: bool = True,
+) -> dict[str, Alignment]:
+    """Align every image (cached per image in the run directory)."""
+    model = prepare_model(rep, cfg)
+    out: dict[str, Alignment] = {}
+    todo = []
+    for im, d in zip(images, descriptors, strict=True):
+        path = run.alignment(rep.category, im.name)
+        if path.is_file():
+            try:
+                out[im.name] = Alignment.from_dict(json.loads(path.read_text()))
+                continue
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                pass  # a corrupt cache entry is recomputed
+        todo.append((im, d))
+    for im, d in tqdm(todo, desc=f"align {rep.category}", disable=not progress):
+        torch.manual_seed(cfg.seed)
+        target = build_targets([im], [d], model, cfg, config, root)[0]
+        with _single_thread():
+            batch = stack_targets([target], model, cfg)
+            a = align(batch, model, cfg)[0]
+        write_json(run.alignment(rep.category, im.name), a.to_dict())
+        # reload so that a fresh result and a cached one are the same floats
+        out[im.name] = Alignment.from_dict(json.loads(run.alignment(rep.category, im.name)
+                                                      .read_text()))
+    return out
+
+
+def model_points(
+    rep: ClassRepresentation, a: Alignment, kind: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Projected model points of an alignment (pixels ``[M x 2]``) with their features
+    ``[M x C]`` and similarity statistics ``[M]``: keypoints (``sparse``) or dense points."""
+    if kind == "sparse":
+        return (a.keypoints_2d, rep.sparse_features, rep.sparse_sim_mean, rep.sparse_sim_std)
+    if kind == "dense":
+        dense = rep.dense_from_sparse.double() @ a.keypoints
+        return (a.project(dense), rep.dense_features, rep.dense_sim_mean, rep.dense_sim_std)
+    raise ValueError(f"unknown match_points {kind!r}; expected 'sparse' or 'dense'")
+
+
+def predict_pair(
+    method: str,
+    pair: Pair,
+    src: DescriptorMap,
+    trg: DescriptorMap,
+    cfg: AlignConfig,
+    rep: ClassRepresentation | None = None,
+    alignments: dict[str, Alignment] | None = None,
+) -> torch.Tensor:
+    """Target keypoints ``[N x 2]`` (pixels) of one pair by ``method``."""
+    if method == "nn":
+        return nn_match(src, trg, pair.src_kps, cfg.soft_argmax_window,
+                        cfg.soft_argmax_temperature)
+    if method == "semalign3d":
+        if rep is None or alignments is None:
+            raise ValueError("semalign3d matching needs the representation and the alignments")
+        ps, feats, mean, std = model_points(rep, alignments[pair.source], cfg.match_points)
+        pt, *_ = model_points(rep, alignments[pair.target], cfg.match_points)
+        pred, _ = transfer(src, trg, pair.src_kps, ps, pt, feats, mean, std,
+                           cfg.sigma_sparse_inference, cfg.p_sem, cfg.sigma_sem,
+                           cfg.soft_argmax_window, cfg.soft_argmax_temperature)
+        return pred
+    raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
+
+
+def viewpoint_table(scores: Sequence[PairScore], alpha_index: int = 0) -> dict[str, float]:
+    """Per-image PCK (percent) by SPair viewpoint_variation bucket."""
+    buckets: dict[str, list[float]] = {}
+    for s in scores:
+        if s.correct.shape[1]:
+            buckets.setdefault(str(s.viewpoint_variation), []).append(
+                float(s.correct[alpha_index].double().mean()))
+    return {k: 100.0 * sum(v) / len(v) for k, v in sorted(buckets.items())}
+
+
+@dataclass(frozen=True)
+class CategoryResult:
+    """Predictions and PCK scores of each method for one category."""
+
+    category: str
+    predictions: dict[str, dict[str, list[list[float]]]]
+    scores: dict[str, list[PairScore]]
+    alignments: dict[str, Alignment]
+
+
+def evaluate_category(
+    root: str | Path,
+    category: str,
+    config: Config,
+    run_dir: str | Path,
+    methods: Sequence[str] = METHODS,
+    profile: str = "cpu",
+    split: str = "test",
+    max_pairs: int | None = None,
+    progress: bool = True,
+    steps: int | None = None,
+) -> CategoryResult:
+    """Run the whole pipeline on ``split`` of ``category`` and score every method
+    (``steps`` overrides the profile's step count, schedules stretched to it)."""
+    for m in methods:
+        if m not in METHODS:
+            raise ValueError(f"unknown method {m!r}; expected one of {METHODS}")
+    run = RunDir(Path(run_dir))
+    ds = SPairDataset(root)
+    names = ds.pair_names(split, category)[:max_pairs]
+    if not names:
+        raise DataError(f"{root}: split '{split}' has no pairs of category '{category}'")
+    pairs = [ds.pair(split, n) for n in names]
+    image_names = list(dict.fromkeys(n for p in pairs for n in (p.source, p.target)))
+    images = [ds.image(category, n) for n in image_names]
+    cfg = category_config(category, config.align, profile)
+    if steps:
+        cfg = scale_schedules(cfg, steps)
+    descriptors = dict(zip(image_names, encode(images, config, root, run), strict=True))
+    rep = alignments = None
+    if "semalign3d" in methods:
+        rep = load_or_build_prior(root, category, config, run, progress)
+        alignments = align_images(images, [descriptors[n] for n in image_names], rep, cfg,
+                                  config, root, run, progress)
+    predictions: dict[str, dict[str, list[list[float]]]] = {}
+    scores: dict[str, list[PairScore]] = {}
+    for m in methods:
+        preds = {}
+        for p in pairs:
+            pred = predict_pair(m, p, descriptors[p.source], descriptors[p.target], cfg, rep,
+                                alignments)
+            preds[p.name] = pred.double().tolist()
+        write_json(run.predictions(m, category), preds)
+        predictions[m] = preds
+        scores[m], _ = score_predictions(pairs, preds, config.eval.alphas, config.eval.comparison)
+    return CategoryResult(category, predictions, scores, alignments or {})
+
+
+def summaries(results: Sequence[CategoryResult], config: Config) -> dict[str, dict]:
+    """``{method: eval-pairs summary + "by_viewpoint"}`` over all categories of ``results``."""
+    out = {}
+    methods = list(dict.fromkeys(m for r in results for m in r.scores))
+    for m in methods:
+        scores = [s for r in results for s in r.scores.get(m, [])]
+        summary = summarize(scores, config.eval.alphas)
+        summary["by_viewpoint"] = viewpoint_table(scores)
+        out[m] = summary
+    return out
