@@ -762,7 +762,7 @@ def test_sam_masks(tiny):
 def test_box_none_and_ground_truth_masks(tiny):
     from semalign3d.models.masks import box_mask
 
-    m = box_mask((1.0, 0.5, 2.0, 1.0), 3, 4)
+    m = box_mask((1.0, 1.0, 3.0, 2.0), 3, 4)  # pixel centres 1.5, 2.5 in x; 1.5 in y
     assert torch.equal(
         m, torch.tensor([[0, 0, 0, 0], [0, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
     )

@@ -15,7 +15,6 @@ Every source implements :class:`semalign3d.models.base.MaskModel`: ``masks(image
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -95,12 +94,16 @@ class OdiseMasks:
 
 
 def box_mask(bbox: tuple[float, float, float, float], height: int, width: int) -> torch.Tensor:
-    """``[height x width]`` bool: pixels ``(x, y)`` with ``x0 <= x <= x1`` and ``y0 <= y <= y1``."""
+    """``[height x width]`` bool: pixels whose centre ``(i + 0.5, j + 0.5)`` lies in the box.
+
+    Pixel ``i`` covers ``[i, i + 1)`` (the convention of ``geometry`` and ``flips``), so the mask
+    of a mirrored box is exactly the mirrored mask.
+    """
     x0, y0, x1, y1 = bbox
-    xs = torch.arange(width)
-    ys = torch.arange(height)
-    inside_x = (xs >= math.ceil(x0)) & (xs <= math.floor(x1))
-    inside_y = (ys >= math.ceil(y0)) & (ys <= math.floor(y1))
+    xs = torch.arange(width) + 0.5
+    ys = torch.arange(height) + 0.5
+    inside_x = (xs >= x0) & (xs <= x1)
+    inside_y = (ys >= y0) & (ys <= y1)
     return inside_y[:, None] & inside_x[None, :]
 
 
