@@ -30,7 +30,7 @@ from semalign3d.config import EncoderConfig
 from semalign3d.data.records import AnnotatedImage
 from semalign3d.models import runtime
 from semalign3d.models.base import DescriptorMap
-from semalign3d.models.weights import ModelUnavailableError, checkpoint_file, fingerprint
+from semalign3d.models.weights import ModelUnavailableError, fingerprint, load_checkpoint
 
 #: GeoAware's feature groups in concatenation order: s3, s4, s5 (SD) and DINOv2 ViT-B/14.
 GEOAWARE_FEATURE_DIMS = (640, 1280, 1280, 768)
@@ -142,16 +142,12 @@ def load_geoaware_aggregation(path: str, num_norm_groups: int = 32) -> Aggregati
         path: e.g. ``results_spair/best_856.PTH``.
         num_norm_groups: GroupNorm groups (not stored in the checkpoint; GeoAware: 32).
     """
-    file = checkpoint_file(
+    file, state = load_checkpoint(
         path,
         what="GeoAware-SC's aggregation network",
         option="encoder.geoaware_checkpoint / --geoaware-checkpoint",
         source=GEOAWARE_SOURCE,
     )
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - every unpickling failure gets the same message
-        raise ModelUnavailableError(f"{file}: not a readable weights-only torch file ({e})") from e
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

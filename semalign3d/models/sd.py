@@ -56,8 +56,8 @@ from semalign3d.models import runtime
 from semalign3d.models.base import DescriptorMap
 from semalign3d.models.weights import (
     ModelUnavailableError,
-    checkpoint_file,
     fingerprint,
+    load_checkpoint,
     load_pretrained,
 )
 
@@ -152,21 +152,15 @@ _CAPTIONER_KEYS = (
 def load_implicit_captioner(path: str) -> ImplicitCaptioner:
     """The implicit captioner from ODISE's ``odise_label_coco_50e-b67d2efc.pth`` (or any file whose
     state dict holds its 8 tensors, with or without the ``backbone.feature_extractor.`` prefix)."""
-    file = checkpoint_file(
+    file, data = load_checkpoint(
         path,
         what="ODISE's implicit captioner",
         option="encoder.sd_captioner_checkpoint / --captioner-checkpoint",
         source=ODISE_CHECKPOINT_URL,
+        hint=' If it is the trusted ODISE release, extract the captioner once with: python -c "'
+        "import torch; m=torch.load('IN', weights_only=False)['model']; torch.save({k: v for k, "
+        "v in m.items() if 'feature_extractor.' in k and 'ldm_extractor' not in k}, 'OUT')\"",
     )
-    try:
-        data = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure gets the same explanation
-        raise ModelUnavailableError(
-            f"{file}: cannot read as a weights-only torch checkpoint ({e}). If it is the trusted "
-            'ODISE release, extract the captioner once with: python -c "import torch; '
-            "m=torch.load('IN', weights_only=False)['model']; torch.save({k: v for k, v in "
-            "m.items() if 'feature_extractor.' in k and 'ldm_extractor' not in k}, 'OUT')\""
-        ) from e
     state = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state, dict):
         raise ModelUnavailableError(f"{file}: expected a state dict, got {type(data).__name__}")

@@ -135,6 +135,21 @@ def checkpoint_file(spec: str | None, *, what: str, option: str, source: str) ->
     return path
 
 
+def load_checkpoint(
+    spec: str | None, *, what: str, option: str, source: str, hint: str = ""
+) -> tuple[Path, Any]:
+    """``(file, contents)`` of a weights-only torch checkpoint, or one helpful error."""
+    import torch
+
+    file = checkpoint_file(spec, what=what, option=option, source=source)
+    try:
+        return file, torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - every unpickling failure gets the same message
+        raise ModelUnavailableError(
+            f"{file}: not a readable weights-only torch checkpoint ({e}).{hint}"
+        ) from e
+
+
 def fingerprint(spec: str | None, subfolder: str = "") -> str:
     """A short string that changes when the weights behind ``spec`` change (for cache keys).
 

@@ -32,6 +32,26 @@ class Hits:
     def hit(self) -> torch.Tensor:
         return self.prim >= 0
 
+    @classmethod
+    def misses(cls, n: int, dtype: torch.dtype) -> Hits:
+        """``n`` rays that have hit nothing yet."""
+        return cls(
+            torch.full((n,), math.inf, dtype=dtype),
+            torch.full((n,), -1, dtype=torch.long),
+            torch.zeros((n, 3), dtype=dtype),
+            torch.zeros((n, 3), dtype=dtype),
+        )
+
+    def keep_nearer(self, idx: torch.Tensor, prim: int, t: torch.Tensor, normal: torch.Tensor,
+                    ell: torch.Tensor) -> None:
+        """Record primitive ``prim``'s hits ``t [M]`` of rays ``idx [M]`` where they are nearer."""
+        better = t < self.t[idx]
+        j = idx[better]
+        self.t[j] = t[better]
+        self.prim[j] = prim
+        self.normal[j] = normal[better]
+        self.ell[j] = ell[better]
+
 
 def raycast(instance: Instance, origin: torch.Tensor, dirs: torch.Tensor) -> Hits:
     """Intersect arbitrary rays ``origin + t dirs`` with the union of the instance's primitives
@@ -41,11 +61,7 @@ def raycast(instance: Instance, origin: torch.Tensor, dirs: torch.Tensor) -> Hit
         origin: ``[3]`` canonical ray origin (outside every primitive).
         dirs: ``[N x 3]`` canonical directions.
     """
-    n = dirs.shape[0]
-    t_best = torch.full((n,), math.inf, dtype=dirs.dtype)
-    prim = torch.full((n,), -1, dtype=torch.long)
-    normal = torch.zeros((n, 3), dtype=dirs.dtype)
-    ell = torch.zeros((n, 3), dtype=dirs.dtype)
+    hits = Hits.misses(dirs.shape[0], dirs.dtype)
     dnorm2 = (dirs * dirs).sum(-1)
     for i, p in enumerate(instance.primitives):
         c, r = p.bounding_sphere()
@@ -56,14 +72,8 @@ def raycast(instance: Instance, origin: torch.Tensor, dirs: torch.Tensor) -> Hit
         idx = torch.nonzero((d2 <= r * r) & (proj > 0)).flatten()
         if idx.numel() == 0:
             continue
-        t, nrm, el = p.intersect(origin, dirs[idx])
-        better = t < t_best[idx]
-        j = idx[better]
-        t_best[j] = t[better]
-        prim[j] = i
-        normal[j] = nrm[better]
-        ell[j] = el[better]
-    return Hits(t_best, prim, normal, ell)
+        hits.keep_nearer(idx, i, *p.intersect(origin, dirs[idx]))
+    return hits
 
 
 def _prim_rects(instance: Instance, camera: Camera) -> list[tuple[float, float, float, float]]:
@@ -93,11 +103,7 @@ def raycast_grid(instance: Instance, camera: Camera, xs: torch.Tensor, ys: torch
     """
     h, w = ys.numel(), xs.numel()
     dtype = xs.dtype
-    n = h * w
-    t_best = torch.full((n,), math.inf, dtype=dtype)
-    prim = torch.full((n,), -1, dtype=torch.long)
-    normal = torch.zeros((n, 3), dtype=dtype)
-    ell = torch.zeros((n, 3), dtype=dtype)
+    hits = Hits.misses(h * w, dtype)
     origin = torch.as_tensor(camera.center, dtype=dtype)
     for i, (p, (x0, x1, y0, y1)) in enumerate(
         zip(instance.primitives, _prim_rects(instance, camera), strict=True)
@@ -111,14 +117,8 @@ def raycast_grid(instance: Instance, camera: Camera, xs: torch.Tensor, ys: torch
         pix = torch.stack(
             [xs[cols][None, :].expand(len(rows), -1), ys[rows][:, None].expand(-1, len(cols))], -1
         ).reshape(-1, 2)
-        t, nrm, el = p.intersect(origin, camera.rays(pix))
-        better = t < t_best[idx]
-        j = idx[better]
-        t_best[j] = t[better]
-        prim[j] = i
-        normal[j] = nrm[better]
-        ell[j] = el[better]
-    return Hits(t_best, prim, normal, ell)
+        hits.keep_nearer(idx, i, *p.intersect(origin, camera.rays(pix)))
+    return hits
 
 
 def template_points(template: Instance, hits: Hits) -> torch.Tensor:
