@@ -79,13 +79,19 @@ def load_or_build_prior(
     return rep
 
 
-def encode(images: Sequence[AnnotatedImage], config: Config, root: str | Path, run: RunDir):
+def encode(
+    images: Sequence[AnnotatedImage],
+    config: Config,
+    root: str | Path,
+    run: RunDir,
+    progress: bool = True,
+):
     """Descriptor maps of ``images`` through the run's feature cache."""
     from semalign3d.models import build_encoder
     from semalign3d.models.cache import FeatureCache
 
     encoder = build_encoder(config.encoder, root)
-    return list(FeatureCache(run.features).encode(encoder, list(images)))
+    return list(FeatureCache(run.features).encode(encoder, list(images), progress=progress))
 
 
 def _needs_depth(cfg: AlignConfig) -> bool:
@@ -260,7 +266,9 @@ def evaluate_category(
     cfg = category_config(category, config.align, profile)
     if steps:
         cfg = scale_schedules(cfg, steps)
-    descriptors = dict(zip(image_names, encode(images, config, root, run), strict=True))
+    descriptors = dict(
+        zip(image_names, encode(images, config, root, run, progress), strict=True)
+    )
     rep = alignments = None
     if "semalign3d" in methods:
         rep = load_or_build_prior(root, category, config, run, progress)

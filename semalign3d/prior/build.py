@@ -361,7 +361,7 @@ def build_from_dataset(
         if cache_dir is not None:
             from semalign3d.models.cache import FeatureCache
 
-            descriptors = list(FeatureCache(cache_dir).encode(encoder, records))
+            descriptors = list(FeatureCache(cache_dir).encode(encoder, records, progress=progress))
         else:
             descriptors = list(encoder.encode(records))
     views = [View(r, d, m, f) for (r, m), d, f in zip(pairs, disparity, descriptors, strict=True)]
