@@ -26,38 +26,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "synth",
         help="generate the synthetic dataset",
         description=SYNTH_HELP,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    s.add_argument("--out", default="data/synthetic", help="dataset root to write")
+    s.add_argument("--out", default="data/synthetic", help="dataset root to write (default "
+                   "data/synthetic)")
     s.add_argument(
         "--categories",
         type=_categories,
-        default="aeroplane,bottle,chair,tvmonitor",
-        help="comma-separated shape families",
+        help="comma-separated shape families (default aeroplane,bottle,chair,tvmonitor)",
     )
-    s.add_argument("--seed", type=int, default=0, help="master seed")
-    s.add_argument("--n-train", type=int, default=50, help="train images per category")
-    s.add_argument("--n-val", type=int, default=5, help="val images per category")
-    s.add_argument("--n-test", type=int, default=30, help="test images per category")
-    s.add_argument("--n-test-pairs", type=int, default=120, help="test pairs per category")
+    # defaults live in SynthConfig / OracleKnobs / DepthKnobs; an option left out keeps them
+    s.add_argument("--seed", type=int, help="master seed (default 0)")
+    s.add_argument("--n-train", type=int, help="train images per category (default 50)")
+    s.add_argument("--n-val", type=int, help="val images per category (default 5)")
+    s.add_argument("--n-test", type=int, help="test images per category (default 30)")
+    s.add_argument("--n-test-pairs", type=int, help="test pairs per category (default 120)")
     s.add_argument(
         "--symmetry",
         type=float,
-        default=1.0,
-        help="oracle features: 0 = left/right distinguishable, 1 = mirror-symmetric like real LVMs",
+        help="oracle features: 0 = left/right distinguishable, 1 = mirror-symmetric like real "
+        "LVMs (default 1)",
     )
     s.add_argument(
-        "--noise",
-        type=float,
-        default=0.5,
-        help="oracle feature noise (per dimension, scaled by 1/sqrt(C))",
+        "--noise", type=float, help="oracle feature noise per dimension, scaled by 1/sqrt(C) "
+        "(default 0.5)"
     )
-    s.add_argument("--channels", type=int, default=64, help="oracle descriptor dimension C")
+    s.add_argument("--channels", type=int, help="oracle descriptor dimension C (default 64)")
     s.add_argument(
         "--depth-error",
         type=float,
-        default=0.01,
-        help="smooth relative error of the simulated monocular depth",
+        help="smooth relative error of the simulated monocular depth (default 0.01)",
     )
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     p = sub.add_parser(
@@ -76,26 +73,21 @@ def _synth(args: argparse.Namespace) -> int:
     import time
     from dataclasses import replace
 
-    from semalign3d.data.synthetic.generate import (
-        DepthKnobs,
-        OracleKnobs,
-        SynthConfig,
-        generate_dataset,
-    )
+    from semalign3d.data.synthetic.generate import SynthConfig, generate_dataset
 
-    cats = args.categories
-    cfg = SynthConfig(
-        categories=cats,
-        seed=args.seed,
-        n_train=args.n_train,
-        n_val=args.n_val,
-        n_test=args.n_test,
-        n_test_pairs=args.n_test_pairs,
-        oracle=replace(
-            OracleKnobs(), symmetry=args.symmetry, noise=args.noise, channels=args.channels
-        ),
-        depth=DepthKnobs(error=args.depth_error),
+    def given(**options):
+        return {k: v for k, v in options.items() if v is not None}
+
+    base = SynthConfig()
+    cfg = replace(
+        base,
+        **given(categories=args.categories, seed=args.seed, n_train=args.n_train,
+                n_val=args.n_val, n_test=args.n_test, n_test_pairs=args.n_test_pairs),
+        oracle=replace(base.oracle, **given(symmetry=args.symmetry, noise=args.noise,
+                                            channels=args.channels)),
+        depth=replace(base.depth, **given(error=args.depth_error)),
     )
+    cats = cfg.categories
     t0 = time.perf_counter()
     summary = generate_dataset(args.out, cfg, progress=not args.quiet)
     dt = time.perf_counter() - t0
