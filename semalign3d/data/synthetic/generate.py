@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -171,25 +170,15 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
                 np.lib.format.write_array(buf, arr, allow_pickle=False)
                 zf.writestr(info, buf.getvalue())
 
-    _atomic(path, write)
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """``atomic_write`` that leaves the file world-readable (mkstemp creates it 0600)."""
-
-    def write_readable(tmp: Path) -> None:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-
-    atomic_write(path, write_readable)
+    atomic_write(path, write)
 
 
 def _save_image(path: Path, image: Image.Image, **kwargs) -> None:
-    _atomic(path, lambda p: image.save(p, **kwargs))
+    atomic_write(path, lambda p: image.save(p, **kwargs))
 
 
 def _write_text(path: Path, text: str) -> None:
-    _atomic(path, lambda p: p.write_text(text))
+    atomic_write(path, lambda p: p.write_text(text))
 
 
 def _dump(obj) -> str:
