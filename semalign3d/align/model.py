@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from semalign3d.config import AlignConfig
-from semalign3d.prior.representation import ClassRepresentation
+from semalign3d.prior.representation import ClassRepresentation, deform
 from semalign3d.prior.shape_prior import ShapePrior
 
 
@@ -45,10 +45,7 @@ class AlignModel:
 
     def deform(self, sparse: torch.Tensor) -> torch.Tensor:
         """Dense points following keypoints: ``[... x K x 3]`` -> ``[... x N x 3]``."""
-        # folded into one [B*3 x K] @ [K x N] product: a broadcast 2D @ 4D matmul that
-        # requires grad takes a slow path on CPU (~10^4 x slower at these sizes)
-        w = self.dense_from_sparse.to(sparse.dtype)
-        return torch.matmul(sparse.transpose(-1, -2), w.T).transpose(-1, -2)
+        return deform(self.dense_from_sparse, sparse)
 
     def to(self, device=None, dtype=None) -> AlignModel:
         def conv(t: torch.Tensor) -> torch.Tensor:

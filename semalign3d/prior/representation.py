@@ -28,6 +28,15 @@ class RepresentationError(ValueError):
     """A representation file is missing, stale or inconsistent."""
 
 
+def deform(dense_from_sparse: torch.Tensor, sparse: torch.Tensor) -> torch.Tensor:
+    """Dense points ``[... x N x 3]`` following keypoints ``[... x K x 3]`` through the fixed
+    ``[N x K]`` matrix."""
+    # folded into one [B*3 x K] @ [K x N] product: a broadcast 2D @ 4D matmul that
+    # requires grad takes a slow path on CPU (~10^4 x slower at alignment sizes)
+    w = dense_from_sparse.to(sparse.dtype)
+    return torch.matmul(sparse.transpose(-1, -2), w.T).transpose(-1, -2)
+
+
 @dataclass(frozen=True)
 class ClassRepresentation:
     """Sparse keypoint cloud + dense feature cloud + shape prior of one category.
@@ -77,7 +86,7 @@ class ClassRepresentation:
 
     def deform_dense(self, sparse: torch.Tensor) -> torch.Tensor:
         """Dense points following keypoints ``[B x K x 3]`` -> ``[B x N x 3]`` (one matmul)."""
-        return torch.matmul(self.dense_from_sparse.to(sparse.dtype), sparse)
+        return deform(self.dense_from_sparse, sparse)
 
     def to(self, device=None, dtype=None) -> ClassRepresentation:
         changes: dict[str, Any] = {}
