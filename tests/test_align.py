@@ -245,7 +245,7 @@ def test_schedules_drive_the_loop(toy):
     model, batch = _batch(rep, view, cfg)
     seen = {}
 
-    def record(t, values):
+    def record(t, values, keypoints, focal_inv):
         if t in (0, 30, 50, 70):
             seen[t] = values
 

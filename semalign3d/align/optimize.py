@@ -104,7 +104,7 @@ def align(
     cfg: AlignConfig,
     init: Hypotheses | None = None,
     progress: bool = False,
-    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_step: Callable[[int, dict[str, float], torch.Tensor, torch.Tensor], None] | None = None,
 ) -> list[Alignment]:
     """Fit the model to every image of ``batch``.
 
@@ -114,7 +114,9 @@ def align(
         cfg: schedules, learning rate, steps, variants.
         init: initial hypotheses (default :func:`initial_hypotheses`).
         progress: show a tqdm bar over steps.
-        on_step: called as ``on_step(t, schedule_values)`` before each step (tests, logging).
+        on_step: called as ``on_step(t, schedule_values, keypoints, focal_inv)`` before each
+            step with the live ``[I x H x K x 3]`` / ``[I x H]`` parameters (tests, logging,
+            trajectories; detach and clone what you keep).
     Returns:
         One :class:`Alignment` per image, in batch order.
     """
@@ -136,7 +138,7 @@ def align(
             cos = 0.5 * (1 + math.cos(math.pi * t / max(n_t - 1, 1)))
             opt.param_groups[0]["lr"] = cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * cos)
         if on_step is not None:
-            on_step(t, tables.at(t))
+            on_step(t, tables.at(t), kps, finv)
         energy, terms = fn(kps, finv, batch, row[0], row[1], row[2:])
         opt.zero_grad(set_to_none=True)
         # non-finite hypotheses must not poison the others' gradients

@@ -12,7 +12,6 @@ and an overlay figure of an aligned model.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from collections.abc import Sequence
@@ -146,40 +145,12 @@ class Trajectory:
     def stacked(self) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.stack(self.keypoints), torch.stack(self.focal_inv)
 
-
-@contextlib.contextmanager
-def _recording(traj: Trajectory | None):
-    """While active, every AdamW created records its first two parameters (``align`` makes one
-    optimiser over ``[keypoints, focal_inv]``) before each ``every``-th step and after the last.
-    The pipeline's ``align`` has no trajectory output; this observes it without changing it."""
-    if traj is None:
-        yield
-        return
-    base = torch.optim.AdamW
-
-    class Recording(base):  # type: ignore[misc, valid-type]
-        _t = 0
-
-        def _snap(self):
-            ps = self.param_groups[0]["params"]
-            traj.steps.append(self._t)
-            traj.keypoints.append(ps[0].detach().clone())
-            fi = ps[1] if len(ps) > 1 else None
-            traj.focal_inv.append(fi.detach().clone() if fi is not None else
-                                  torch.zeros(ps[0].shape[:2]))
-
-        def step(self, closure=None):
-            if self._t % traj.every == 0:
-                self._snap()
-            out = super().step(closure)
-            self._t += 1
-            return out
-
-    torch.optim.AdamW = Recording
-    try:
-        yield
-    finally:
-        torch.optim.AdamW = base
+    def record(self, t: int, values: dict, keypoints: torch.Tensor, focal_inv: torch.Tensor):
+        """``align``'s ``on_step`` hook: keep the parameters before every ``every``-th step."""
+        if t % self.every == 0:
+            self.steps.append(t)
+            self.keypoints.append(keypoints.detach().clone())
+            self.focal_inv.append(focal_inv.detach().clone())
 
 
 def align_images(
@@ -223,8 +194,7 @@ def align_images(
         batch = stack_targets(group, model, cfg)
         traj = Trajectory(record_every) if record_every > 0 else None
         torch.manual_seed(cfg.seed)
-        with _recording(traj):
-            alignments += align(batch, model, cfg)
+        alignments += align(batch, model, cfg, on_step=traj.record if traj else None)
         batches.append(batch)
         trajs.append(traj)
     merged = None
