@@ -6,12 +6,6 @@ STAMP := $(VENV)/.installed
 
 .PHONY: book test lint venv clean
 
-# glibc returns large freed blocks to the OS and re-faults them on the next step of an
-# optimisation loop; in a fresh process that made CPU alignments 10-30x slower. Keep them.
-export MALLOC_MMAP_THRESHOLD_ ?= 1000000000
-export MALLOC_TRIM_THRESHOLD_ ?= 1000000000
-export MALLOC_TOP_PAD_ ?= 100000000
-
 venv: $(STAMP)
 
 # torch is installed FIRST and alone, pinned: an unpinned torch pulls several GB of CUDA wheels.

@@ -12,6 +12,7 @@ import importlib
 import sys
 
 from semalign3d.data.records import DataError
+from semalign3d.process import keep_freed_memory
 
 #: subcommand -> (module, one-line help). The order is the pipeline's.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if a in COMMANDS), "")
     args = build_parser(command).parse_args(argv)
+    keep_freed_memory()
     try:
         return int(args._run(args) or 0)
     except (DataError, FileNotFoundError, ValueError) as e:

@@ -19,4 +19,7 @@ def pytest_configure(config):
     # oversubscription when CI's two cores run a kernel beside pytest.
     import torch
 
+    from semalign3d.process import keep_freed_memory
+
     torch.set_num_threads(1)
+    keep_freed_memory()  # also for the chapters' papermill kernels

@@ -88,3 +88,16 @@ def test_schedule_from_scalar_and_dict():
     sched = {"timesteps": [0, 10], "values": [1, 0]}
     cfg = from_dict(AlignConfig, {"w_geom": 2, "sigma_dense": sched})
     assert cfg.w_geom(100) == 2.0 and cfg.sigma_dense(5) == pytest.approx(0.5)
+
+
+def test_keep_freed_memory_sets_the_child_environment(monkeypatch):
+    import os
+
+    from semalign3d.process import keep_freed_memory
+
+    monkeypatch.delenv("MALLOC_TOP_PAD_", raising=False)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "123")  # a user's own value is kept
+    applied = keep_freed_memory()
+    assert isinstance(applied, bool)
+    assert os.environ["MALLOC_TOP_PAD_"] == "100000000"
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "123"
