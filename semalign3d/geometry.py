@@ -59,6 +59,40 @@ def backproject(
     return torch.cat([xy, z], dim=-1)
 
 
+def similarity_fit(
+    source: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    allow_reflection: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Least-squares similarity ``target ~ scale * source @ R.T + t`` (Umeyama), batched.
+
+    Args:
+        source, target: ``[... x N x 3]`` corresponding points (rows with NaN get weight 0).
+        weight: optional ``[... x N]`` non-negative point weights.
+        allow_reflection: also allow an improper ``R`` (det = -1).
+    Returns:
+        ``(scale [...], R [... x 3 x 3], t [... x 3])``.
+    """
+    bad = torch.isnan(source).any(-1) | torch.isnan(target).any(-1)
+    w = torch.ones_like(source[..., 0]) if weight is None else weight.to(source.dtype)
+    w = torch.where(bad, torch.zeros_like(w), w)
+    s, t = source.nan_to_num(), target.nan_to_num()
+    wn = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
+    ms = (wn[..., None] * s).sum(-2)
+    mt = (wn[..., None] * t).sum(-2)
+    s0, t0 = s - ms[..., None, :], t - mt[..., None, :]
+    cov = (t0 * wn[..., None]).transpose(-1, -2) @ s0  # [... x 3 x 3]
+    u, sig, vh = torch.linalg.svd(cov)
+    d = torch.ones_like(sig)
+    if not allow_reflection:
+        d[..., -1] = torch.where(torch.det(u @ vh) < 0, -1.0, 1.0).to(d)
+    r = u @ (d[..., :, None] * vh)
+    scale = (sig * d).sum(-1) / (wn * (s0**2).sum(-1)).sum(-1).clamp_min(1e-12)
+    shift = mt - scale[..., None] * (ms[..., None, :] @ r.transpose(-1, -2))[..., 0, :]
+    return scale, r, shift
+
+
 def procrustes_align(
     source: torch.Tensor, target: torch.Tensor, allow_reflection: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,15 +105,7 @@ def procrustes_align(
         ``(aligned [N x 3], rms)`` where ``rms`` is the root-mean-square residual.
     """
     ok = ~(torch.isnan(source).any(-1) | torch.isnan(target).any(-1))
-    s, t = source[ok], target[ok]
-    ms, mt = s.mean(0), t.mean(0)
-    s0, t0 = s - ms, t - mt
-    u, sig, vh = torch.linalg.svd(t0.T @ s0)
-    d = torch.ones(3, dtype=s.dtype, device=s.device)
-    if not allow_reflection and torch.det(u @ vh) < 0:
-        d[-1] = -1
-    r = u @ torch.diag(d) @ vh
-    scale = (sig * d).sum() / (s0**2).sum().clamp_min(1e-12)
-    aligned = scale * (source - ms) @ r.T + mt
-    rms = ((aligned[ok] - t) ** 2).sum(-1).mean().sqrt()
+    scale, r, shift = similarity_fit(source, target, allow_reflection=allow_reflection)
+    aligned = scale * source @ r.T + shift
+    rms = ((aligned[ok] - target[ok]) ** 2).sum(-1).mean().sqrt()
     return aligned, rms

@@ -51,3 +51,25 @@ def test_procrustes_recovers_similarity_and_rejects_reflection():
     _, rms_proper = procrustes_align(src, mirrored)
     _, rms_reflect = procrustes_align(src, mirrored, allow_reflection=True)
     assert rms_reflect < 1e-10 < rms_proper
+
+
+def test_similarity_fit_recovers_a_batch_of_similarities():
+    from semalign3d.align.hypotheses import random_rotations
+    from semalign3d.geometry import similarity_fit
+
+    g = torch.Generator().manual_seed(3)
+    src = torch.randn(5, 7, 3, generator=g, dtype=torch.float64)
+    rot = random_rotations(5, 1)
+    scale = torch.rand(5, generator=g, dtype=torch.float64) + 0.5
+    shift = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    dst = scale[:, None, None] * src @ rot.transpose(-1, -2) + shift[:, None]
+    dst[1, 2] = float("nan")  # a missing point is ignored
+    s, r, t = similarity_fit(src, dst)
+    torch.testing.assert_close(s, scale)
+    torch.testing.assert_close(r, rot)
+    torch.testing.assert_close(t, shift)
+    # a mirrored target: the proper fit stays a rotation, the improper one is exact
+    mirror = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=torch.float64))
+    _, r_p, _ = similarity_fit(src[0], src[0] @ mirror)
+    _, r_i, _ = similarity_fit(src[0], src[0] @ mirror, allow_reflection=True)
+    assert torch.det(r_p) > 0 and torch.allclose(r_i, mirror)

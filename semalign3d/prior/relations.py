@@ -52,8 +52,10 @@ def edge_pair_features(
     Returns:
         ``(cos [B x E] in [-1, 1], ratio [B x E] in [0, 1])``.
     """
-    e1 = points[:, index[:, 0]] - points[:, index[:, 1]]
-    e2 = points[:, index[:, 2]] - points[:, index[:, 3]]
+    # index_select, not advanced indexing: its backward is an index_add, while indexing's is
+    # a sorting index_put that took half of a GPU alignment step
+    e1 = points.index_select(1, index[:, 0]) - points.index_select(1, index[:, 1])
+    e2 = points.index_select(1, index[:, 2]) - points.index_select(1, index[:, 3])
     n1 = e1.norm(dim=-1)
     n2 = e2.norm(dim=-1)
     cos = (e1 * e2).sum(-1) / (n1 * n2 + _EPS)
@@ -70,7 +72,7 @@ def tet_features(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B x T x 3]`` cosines with the frame axes ``(x, y, z)``.
     """
-    t0, t1, t2, v = (points[:, index[:, c]] for c in range(4))
+    t0, t1, t2, v = (points.index_select(1, index[:, c]) for c in range(4))
     a, b = t1 - t0, t2 - t0
     x = a / (a.norm(dim=-1, keepdim=True) + _EPS)
     z = torch.cross(a, b, dim=-1)
