@@ -18,8 +18,9 @@ import time
 from pathlib import Path
 
 from semalign3d.config import AlignConfig, Config, PriorConfig, replace
-from semalign3d.experiment import RunDir, evaluate_category, summaries
+from semalign3d.experiment import RunDir, alignment_scores, evaluate_category, summaries
 from semalign3d.io import write_json
+from semalign3d.prior.representation import ClassRepresentation
 
 #: name -> (AlignConfig changes, matching-only?)
 VARIANTS: dict[str, tuple[dict, bool]] = {
@@ -31,6 +32,8 @@ VARIANTS: dict[str, tuple[dict, bool]] = {
     "dense: points": ({"dense_likelihood": "points"}, False),
     "sparse: pixels": ({"sparse_likelihood": "pixels"}, False),
     "+ mirrored hyps": ({"mirror_hypotheses": True}, False),
+    "no chirality": ({"w_chirality": 0.0}, False),
+    "no facing": ({"facing_tau": 0.0}, False),
     "z-bar: foreground": ({"depth_target": "foreground"}, False),
     "no tets": ({"geom_tets": False}, False),
     "Eq. 14: dense points": ({"match_points": "dense"}, True),
@@ -64,6 +67,16 @@ def markdown_table(results: dict[str, dict[str, dict]]) -> str:
     lines.append(row("NN baseline", lambda c: pick(c, "default", "nn")))
     for n in names:
         lines.append(row(n, lambda c, n=n: pick(c, n, "semalign3d")))
+    lines += ["", "Alignment alone: PCK@0.1 of the aligned model keypoints / % of images whose fit "
+              "is the mirror twin (swapped labels score better)", "",
+              "| variant | " + " | ".join(cats) + " | mean |", "|---|" + "---|" * (len(cats) + 1)]
+
+    def pick_al(c: str, name: str):
+        r = results[c].get(name, {}).get("alignment")
+        return (r["pck"], r["mirrored"]) if r else None
+
+    for n in names:
+        lines.append(row(n, lambda c, n=n: pick_al(c, n)))
     return "\n".join(lines)
 
 
@@ -73,6 +86,8 @@ def main() -> None:
     p.add_argument("--categories", nargs="+", default=["chair", "bottle", "tvmonitor",
                                                         "aeroplane"])
     p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--extra", nargs="*", default=[], metavar="NAME=JSON",
+                   help='more variants, e.g. \'vis 0.04={"visibility_radius": 0.04}\'')
     p.add_argument("--work", type=Path, default=Path("runs/ablation"), help="run directories")
     p.add_argument("--priors", type=Path, default=None,
                    help="folder with <category>.safetensors to reuse (default: build)")
@@ -85,6 +100,11 @@ def main() -> None:
     if a.summarize:
         print(markdown_table(json.loads(a.out.read_text())))
         return
+    variants = dict(VARIANTS)
+    for item in a.extra:
+        name, _, changes = item.partition("=")
+        variants[name] = (json.loads(changes), False)
+        a.variants.append(name)
     base = Config()
     if a.prior_config:
         from semalign3d.config import load_yaml
@@ -96,7 +116,7 @@ def main() -> None:
         if a.priors is not None:
             _link(a.priors / f"{cat}.safetensors", shared.prior(cat))
         for name in a.variants:
-            changes, matching_only = VARIANTS[name]
+            changes, matching_only = variants[name]
             cfg = replace(base, align=replace(AlignConfig(), **changes))
             slug = "".join(ch if ch.isalnum() else "_" for ch in name)
             run = RunDir(a.work / slug)
@@ -115,8 +135,16 @@ def main() -> None:
                     "n_pairs": v["n_pairs"]} for m, v in s.items()
             }
             results[cat][name]["seconds"] = round(time.perf_counter() - t0, 1)
+            sc = alignment_scores(a.root, ClassRepresentation.load(run.prior(cat)), r.alignments)
+            results[cat][name]["alignment"] = {
+                "pck": 100 * sum(x.pck for x in sc) / len(sc),
+                "mirrored": 100 * sum(x.mirrored for x in sc) / len(sc),
+                "n_images": len(sc),
+            }
+            al = results[cat][name]["alignment"]
             print(f"{cat:<10} {name:<22} semalign3d {s['semalign3d']['per_image']['all']:5.1f}"
-                  f"  nn {s['nn']['per_image']['all']:5.1f}  ({results[cat][name]['seconds']} s)",
+                  f"  nn {s['nn']['per_image']['all']:5.1f}  alignment PCK {al['pck']:5.1f}"
+                  f"  mirrored {al['mirrored']:4.1f} %  ({results[cat][name]['seconds']} s)",
                   flush=True)
             write_json(a.out, results)
     print()

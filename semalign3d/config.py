@@ -320,6 +320,10 @@ class AlignConfig:
     depth_target_value: float = 1.0  # [R] z-bar when depth_target == "constant"
     w_depth_order: float = 1.0  # [R] weight of the depth-ordering tie-breaker (needs depth maps)
     visibility_radius: float = 0.02  # [R] >0: soft z-buffer (normalised units); 0 = off
+    facing_tau: float = 0.1  # [R] >0: dense points seen from behind explain less (0 = off)
+    w_chirality: float = 1.0  # [R] weight of L_chiral, the mirror-twin breaker (align/chirality.py)
+    chirality_min_cos: float = 0.3  # [R] |E[cos_z]| a triangle+apex relation needs for L_chiral
+    chirality_tau: float = 0.05  # [R] softness of L_chiral's wrong-side penalty (cosine units)
     n_rotations: int = 24  # [R] rotation hypotheses per image (first 24: cube group, PCA frame)
     mirror_hypotheses: bool = False  # [R] also try mirrored canonical clouds
     optimize_focal: bool = True  # [N] optimise f jointly with the keypoints

@@ -147,3 +147,56 @@ def format_table(summary: Mapping, title: str = "") -> str:
     lines.append(f"pairs scored: {summary['n_pairs']}, skipped (no prediction): "
                  f"{summary['n_skipped']}")
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class AlignmentScore:
+    """How well one image's alignment places the model keypoints (no pair matching involved).
+
+    Attributes:
+        name: image key.
+        pck: fraction of the image's annotated keypoints whose aligned projection is within
+            ``alpha * bbox_size`` of the annotation.
+        pck_mirrored: the same with left/right labels swapped (the mirror twin's score).
+        n: annotated keypoints scored.
+    """
+
+    name: str
+    pck: float
+    pck_mirrored: float
+    n: int
+
+    @property
+    def mirrored(self) -> bool:
+        """The fit is the mirror twin: the swapped labelling scores strictly better."""
+        return self.pck_mirrored > self.pck
+
+
+def score_alignment(
+    name: str,
+    keypoints_2d: torch.Tensor,
+    gt: torch.Tensor,
+    bbox_size: float,
+    swap: torch.Tensor,
+    alpha: float = 0.1,
+    comparison: str = "<=",
+) -> AlignmentScore:
+    """Score aligned model keypoints against an image's annotation.
+
+    Args:
+        keypoints_2d: ``[K x 2]`` aligned keypoints in pixels; gt: ``[K x 2]`` (NaN = not
+            annotated), in the same keypoint order.
+        swap: ``[K]`` long: position of each keypoint's left/right partner in that order.
+        alpha, comparison: as :func:`correct_keypoints`.
+    """
+    if keypoints_2d.shape != gt.shape or swap.shape != gt.shape[:1]:
+        raise ValueError(f"{name}: {tuple(keypoints_2d.shape)} aligned keypoints, "
+                         f"{tuple(gt.shape)} annotations, {tuple(swap.shape)} swap entries")
+    vis = ~torch.isnan(gt[:, 0])
+    n = int(vis.sum())
+    if n == 0:
+        return AlignmentScore(name, float("nan"), float("nan"), 0)
+    ok = correct_keypoints(keypoints_2d[vis], gt[vis], bbox_size, (alpha,), comparison)[0]
+    ok_sw = correct_keypoints(keypoints_2d[swap][vis], gt[vis], bbox_size, (alpha,),
+                              comparison)[0]
+    return AlignmentScore(name, float(ok.double().mean()), float(ok_sw.double().mean()), n)

@@ -31,7 +31,13 @@ from semalign3d.align.target import AlignTarget, make_target, stack_targets
 from semalign3d.config import AlignConfig, Config, scale_schedules
 from semalign3d.data.records import AnnotatedImage, DataError, Pair
 from semalign3d.data.spair import SPairDataset
-from semalign3d.evaluate import PairScore, score_predictions, summarize
+from semalign3d.evaluate import (
+    AlignmentScore,
+    PairScore,
+    score_alignment,
+    score_predictions,
+    summarize,
+)
 from semalign3d.io import write_json
 from semalign3d.match import nn_match, transfer
 from semalign3d.models.base import DescriptorMap
@@ -286,6 +292,27 @@ def evaluate_category(
         predictions[m] = preds
         scores[m], _ = score_predictions(pairs, preds, config.eval.alphas, config.eval.comparison)
     return CategoryResult(category, predictions, scores, alignments or {})
+
+
+def alignment_scores(
+    root: str | Path,
+    rep: ClassRepresentation,
+    alignments: dict[str, Alignment],
+    alpha: float = 0.1,
+    comparison: str = "<=",
+) -> list[AlignmentScore]:
+    """Score every alignment's projected model keypoints against its image's annotation, and
+    the left/right-swapped labelling too (how often the fit is the mirror twin)."""
+    from semalign3d.data.flips import partner_positions
+
+    ds = SPairDataset(root)
+    swap = partner_positions(rep.category, rep.keypoint_ids)
+    out = []
+    for name, a in alignments.items():
+        im = ds.image(rep.category, name)
+        out.append(score_alignment(name, a.keypoints_2d, im.keypoints[rep.keypoint_ids].double(),
+                                   im.bbox_size, swap, alpha, comparison))
+    return out
 
 
 def summaries(results: Sequence[CategoryResult], config: Config) -> dict[str, dict]:

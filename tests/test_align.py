@@ -9,7 +9,13 @@ import torch
 
 from semalign3d.align.background import background_loss, sample_grid
 from semalign3d.align.depth_gauge import depth_gauge, depth_order_loss
-from semalign3d.align.energy import TERMS, energy_terms, schedule_tables, total_energy
+from semalign3d.align.energy import (
+    SCHEDULES,
+    TERMS,
+    energy_terms,
+    schedule_tables,
+    total_energy,
+)
 from semalign3d.align.hypotheses import (
     Hypotheses,
     cube_rotations,
@@ -175,14 +181,15 @@ def _batch(rep, view, cfg, dtype=torch.float32):
 
 def test_energy_gradcheck_total(toy):
     """Eq. 13 as a whole (every term, including L_geom), in float64, w.r.t. keypoints and f.
-    (Visibility is a stop-gradient weight by design, so it is off here.)"""
+    (Visibility and facing are stop-gradient weights by design, so they are off here.)"""
     rep, _, view = toy
-    cfg = replace(AlignConfig(), max_dense_points=30, max_geom_relations=60, visibility_radius=0.0)
+    cfg = replace(AlignConfig(), max_dense_points=30, max_geom_relations=60, visibility_radius=0.0,
+                  facing_tau=0.0)
     model, batch = _batch(rep.to(dtype=D), view, cfg, D)
     kps = (view.keypoints.to(D) + 0.002 * torch.randn(8, 3, dtype=D))[None, None]
     kps = kps.repeat(1, 2, 1, 1).requires_grad_(True)
     focal = torch.tensor([[5.0, 4.5]], dtype=D, requires_grad=True)
-    weights = torch.tensor([1.0, 2.0, 0.5, 3.0, 10.0, 0.0], dtype=D)
+    weights = torch.tensor([1.0, 2.0, 0.5, 3.0, 10.0, 0.0, 1.5], dtype=D)
 
     def f(k, fo):
         return total_energy(energy_terms(k, fo, batch, model, 0.1, 0.07, cfg), weights)
@@ -210,7 +217,7 @@ def test_true_pose_beats_a_wrong_pose(toy):
     wrong = (true - c) @ random_rotations(1, 3, torch.float32)[0].T + c
     k = torch.stack([true, wrong])[None]
     e = total_energy(energy_terms(k, torch.full((1, 2), 5.0), batch, model, 0.05, 0.05, cfg),
-                     torch.tensor([1.0, 1.0, 0.5, 10.0, 10.0, 0.0]))
+                     torch.tensor([1.0, 1.0, 0.5, 10.0, 10.0, 0.0, 1.0]))
     assert e[0, 0] < e[0, 1]
 
 
@@ -256,15 +263,14 @@ def test_schedules_drive_the_loop(toy):
     assert [seen[t]["w_background"] for t in (0, 30, 50, 70)] == pytest.approx([1, 10, 100, 10])
     assert [seen[t]["w_sparse"] for t in (0, 30, 50, 70)] == pytest.approx([0, 0, 0, 10])
     # the recorded energy is Eq. 13 with those weights
-    w = torch.tensor([seen[70][n] for n in ("w_dense", "w_sparse", "w_geom", "w_background",
-                                            "w_depth", "w_order")], dtype=D)
+    w = torch.tensor([seen[70][n] for n in SCHEDULES[2:]], dtype=D)
     terms = torch.stack([a.terms[n][70] for n in TERMS])
     assert a.energy[70].item() == pytest.approx(float(w @ terms), rel=1e-5)
 
 
 def test_profiles():
     cpu = category_config("chair", AlignConfig(), "cpu")
-    assert cpu.n_steps == 200 and cpu.sigma_sparse_inference == 0.01
+    assert cpu.n_steps == 400 and cpu.sigma_sparse_inference == 0.01
     assert cpu.sigma_dense.timesteps == pytest.approx((0, 60, 100))
     assert apply_profile(AlignConfig(), "paper") == AlignConfig()
     with pytest.raises(ValueError, match="profile"):
@@ -383,3 +389,21 @@ def test_multi_hypothesis_search_and_determinism(toy):
     assert a.final_energies[a.hypothesis] == a.final_energies.min()
     assert set(a.terms) == set(TERMS) and a.energy.shape == (100,)
     assert Alignment.from_dict(a.to_dict()).to_dict() == a.to_dict()
+
+
+def test_log_facing_exact_and_seen_from_behind():
+    from semalign3d.align.visibility import log_facing
+
+    canon = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=D) * 0.1
+    point = torch.tensor([[0.0, 0.0, 0.0]], dtype=D)
+    facing = torch.tensor([[0.0, 0.0, -0.8]], dtype=D)  # trained from cameras at -z
+    shift = torch.tensor([0.0, 0.0, 2.0], dtype=D)
+    turn = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=D))  # 180 degrees about y
+    kps = torch.stack([canon + shift, canon @ turn.T + shift])[None]  # [1 x 2 x 4 x 3]
+    pts = torch.stack([point + shift, point @ turn.T + shift])[None]
+    lf = log_facing(pts, kps, canon, facing, 0.1)
+    # facing the camera: cos = +0.8 -> 0; turned away: cos = -0.8 -> -8
+    torch.testing.assert_close(lf, torch.tensor([[[0.0], [-8.0]]], dtype=D))
+    # a point with no preferred side costs nothing; the penalty is clamped at -20
+    assert log_facing(pts, kps, canon, torch.zeros(1, 3, dtype=D), 0.1).abs().max() == 0
+    assert log_facing(pts, kps, canon, facing, 0.001).min() == -20

@@ -47,6 +47,16 @@ def test_flip_keypoints_hand_case():
     assert torch.equal(out[1], torch.tensor([90.0, 5.0])) and torch.isnan(out[0]).all()
 
 
+def test_partner_positions_hand_case():
+    # chair swaps (0, 1), (2, 3), ...; a model with ids [1, 4, 0, 5, 9] pairs 1<->0 and 4<->5,
+    # id 9's partner (8) is not modelled so it maps to itself
+    pos = flips.partner_positions("chair", torch.tensor([1, 4, 0, 5, 9]))
+    perm = flips.flip_permutation("chair")
+    assert int(perm[9]) == 8
+    assert pos.tolist() == [2, 3, 0, 1, 4]
+    assert torch.equal(pos[pos], torch.arange(5))
+
+
 def test_unknown_category():
     with pytest.raises(DataError, match="unknown category 'chiar'"):
         flips.num_keypoints("chiar")

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from semalign3d.cli import main
-from semalign3d.evaluate import PairScore, correct_keypoints, summarize
+from semalign3d.evaluate import PairScore, correct_keypoints, score_alignment, summarize
 
 
 def test_correct_keypoints_hand_case_and_comparison():
@@ -97,3 +97,18 @@ def test_cli_help_lists_subcommands(capsys):
     out = capsys.readouterr().out
     for cmd in ("data", "features", "prior", "evaluate", "match", "eval-pairs", "book"):
         assert cmd in out
+
+
+def test_score_alignment_hand_case_and_mirror_twin():
+    gt = torch.tensor([[10.0, 10.0], [90.0, 10.0], [50.0, 50.0], [float("nan"), 0.0]])
+    swap = torch.tensor([1, 0, 2, 3])
+    # keypoints 0 and 1 landed on each other's place: 1/3 right, the swapped labelling 3/3
+    pred = torch.tensor([[90.0, 11.0], [10.0, 9.0], [52.0, 50.0], [0.0, 0.0]])
+    s = score_alignment("im", pred, gt, 100.0, swap, 0.1)
+    assert (s.pck, s.pck_mirrored, s.n) == (pytest.approx(1 / 3), 1.0, 3) and s.mirrored
+    right = score_alignment("im", gt.nan_to_num(0.0), gt, 100.0, swap, 0.1)
+    assert right.pck == 1.0 and right.pck_mirrored == pytest.approx(1 / 3) and not right.mirrored
+    with pytest.raises(ValueError, match="im"):
+        score_alignment("im", pred[:3], gt, 100.0, swap)
+    none = score_alignment("im", pred, torch.full((4, 2), float("nan")), 100.0, swap)
+    assert none.n == 0 and not none.mirrored

@@ -335,9 +335,13 @@ def test_keypoint_and_neighbour_features_exact():
     torch.testing.assert_close(std, torch.tensor([0.0, 0.0]))
     pts = torch.tensor([[0.0, 0, 0], [0.1, 0, 0], [5.0, 0, 0]])
     feats = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    psi, m2, _ = neighbour_features(torch.zeros(1, 3), pts, feats, 2)
+    dirs = torch.tensor([[0.0, 0, 1], [1.0, 0, 0], [0.0, 1, 0]])
+    psi, m2, _, facing = neighbour_features(torch.zeros(1, 3), pts, feats, 2, dirs)
     torch.testing.assert_close(psi, torch.tensor([[s, s]]))
     torch.testing.assert_close(m2, torch.tensor([s]))
+    # two neighbours seen along +z and +x: mean direction (0.5, 0, 0.5)
+    torch.testing.assert_close(facing, torch.tensor([[0.5, 0.0, 0.5]]))
+    assert (neighbour_features(torch.zeros(1, 3), pts, feats, 2)[3] == 0).all()
 
 
 # --------------------------------------------------------------------------------- build
@@ -427,6 +431,10 @@ def test_build_representation_toy(toy_rep):
     focal = torch.tensor(list(rep.meta["focal"].values()))
     assert (focal.median() - 2.0).abs() < 0.3  # exact depth: the true focal 2.0
     assert set(rep.meta["timings_s"]) >= {"focal", "statistics", "dense.cluster"}
+    # an ellipsoid's surface points were seen from outside: facing points away from its centre
+    outward = rep.dense_xyz - rep.dense_xyz.mean(0)
+    agree = ((rep.dense_facing * outward).sum(-1) > 0).float().mean()
+    assert agree > 0.8 and (rep.dense_facing.norm(dim=-1) <= 1 + 1e-5).all()
 
 
 def test_representation_save_load_roundtrip(toy_rep, tmp_path):
@@ -435,6 +443,7 @@ def test_representation_save_load_roundtrip(toy_rep, tmp_path):
     back = ClassRepresentation.load(path)
     assert back.category == "toy" and back.meta["images_used"] == rep.meta["images_used"]
     assert torch.equal(back.dense_from_sparse, rep.dense_from_sparse)
+    assert torch.equal(back.dense_facing, rep.dense_facing)
     assert torch.equal(back.prior.tet_ab, rep.prior.tet_ab)
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[:200])

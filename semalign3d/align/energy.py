@@ -2,7 +2,7 @@
 
 ``L_align = w_dense L_dense(sigma_dense) + w_sparse L_sparse(sigma_sparse)      (Eq. 9)
           + w_geom L_geom + w_background L_background + w_depth L_depth
-          (+ w_order L_order, our optional depth-ordering tie-breaker)``
+          (+ w_order L_order + w_chirality L_chiral, our mirror-twin breakers)``
 
 Every sigma and weight follows the category's Table 5 schedule; :func:`schedule_tables`
 evaluates them once for all steps so the loop only indexes tensors.
@@ -15,19 +15,21 @@ from dataclasses import dataclass
 import torch
 
 from semalign3d.align.background import background_loss
+from semalign3d.align.chirality import chirality_loss
 from semalign3d.align.depth_gauge import depth_gauge, depth_order_loss
 from semalign3d.align.model import AlignModel
 from semalign3d.align.reconstruction import nll
 from semalign3d.align.target import TargetBatch
-from semalign3d.align.visibility import log_visibility
+from semalign3d.align.visibility import log_facing, log_visibility
 from semalign3d.config import AlignConfig
 from semalign3d.prior.shape_prior import geometric_nll
 
-#: energy terms in the order of Eq. 13 (``order`` is ours and weighted by ``cfg.w_depth_order``)
-TERMS = ("dense", "sparse", "geom", "background", "depth", "order")
+#: energy terms in the order of Eq. 13; ``order`` and ``chirality`` are ours, weighted by the
+#: constants ``cfg.w_depth_order`` and ``cfg.w_chirality``
+TERMS = ("dense", "sparse", "geom", "background", "depth", "order", "chirality")
 #: schedule names: the two sigmas, then one weight per term
 SCHEDULES = ("sigma_dense", "sigma_sparse", "w_dense", "w_sparse", "w_geom", "w_background",
-             "w_depth", "w_order")
+             "w_depth", "w_order", "w_chirality")
 
 
 @dataclass(frozen=True)
@@ -45,9 +47,10 @@ def schedule_tables(
     cfg: AlignConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> ScheduleTables:
     """Evaluate every Table 5 schedule at every step, once."""
-    cols = [getattr(cfg, n).table(cfg.n_steps) for n in SCHEDULES[:-1]]
-    cols.append([cfg.w_depth_order] * cfg.n_steps)
-    vals = torch.tensor(cols, dtype=dtype or torch.float32, device=device).T
+    cols = [getattr(cfg, n).table(cfg.n_steps) for n in SCHEDULES[:-2]]
+    cols += [[cfg.w_depth_order] * cfg.n_steps, [cfg.w_chirality] * cfg.n_steps]
+    # contiguous rows: a compiled energy guards on the stride of the row it is given
+    vals = torch.tensor(cols, dtype=dtype or torch.float32, device=device).T.contiguous()
     return ScheduleTables(vals.reshape(cfg.n_steps, len(SCHEDULES)))
 
 
@@ -78,7 +81,8 @@ def energy_terms(
         sigma_dense, sigma_sparse: current spatial widths.
         cfg: variants (``dense_likelihood``, ``sparse_likelihood``, ``log_eps``, ...).
     Returns:
-        ``{term: [I x H]}`` for :data:`TERMS` (``order`` is 0 without depth maps).
+        ``{term: [I x H]}`` for :data:`TERMS` (``order`` is 0 without depth maps,
+        ``chirality`` 0 when ``cfg.w_chirality`` is 0).
     """
     if keypoints.shape[-2] != model.num_keypoints:
         raise ValueError(
@@ -94,6 +98,9 @@ def energy_terms(
         lv = log_visibility(torch.cat([dense, keypoints], -2), torch.cat([proj_d, proj_s], -2),
                             cfg.visibility_radius)
         log_vis, log_vis_s = lv[..., :n], lv[..., n:]
+    if cfg.facing_tau > 0 and model.dense_facing is not None:
+        lf = log_facing(dense, keypoints, model.sparse_xyz, model.dense_facing, cfg.facing_tau)
+        log_vis = lf if log_vis is None else log_vis + lf
     eps = cfg.log_eps
     terms = {
         "dense": nll(cfg.dense_likelihood, proj_d, batch.cells, batch.weight,
@@ -110,10 +117,14 @@ def energy_terms(
                                           vis)
     else:
         terms["order"] = torch.zeros_like(focal)
+    terms["chirality"] = (
+        chirality_loss(keypoints, model.chiral_index, model.chiral_sign, cfg.chirality_tau)
+        if cfg.w_chirality > 0 else torch.zeros_like(focal)
+    )
     return terms
 
 
 def total_energy(terms: dict[str, torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
-    """Eq. 13: ``sum_t w_t L_t`` with ``weights`` = the 6 weight columns of a schedule row
+    """Eq. 13: ``sum_t w_t L_t`` with ``weights`` = the 7 weight columns of a schedule row
     (``[6]``, in :data:`TERMS` order). Returns ``[I x H]``."""
     return sum(weights[i] * terms[name] for i, name in enumerate(TERMS))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
+from semalign3d.align.chirality import chiral_relations
 from semalign3d.config import AlignConfig
 from semalign3d.prior.representation import ClassRepresentation, deform
 from semalign3d.prior.shape_prior import ShapePrior
@@ -22,6 +23,9 @@ class AlignModel:
         dense_from_sparse: ``[N x K]`` linear deformation (dense = dense_from_sparse @ sparse).
         prior: the Beta shape prior used by ``L_geom`` (tets removed unless ``cfg.geom_tets``).
         dense_index: ``[N]`` long: rows of the representation's dense cloud that were kept.
+        dense_facing: ``[N x 3]`` canonical facing vectors (see :mod:`semalign3d.align.visibility`).
+        chiral_index: ``[T x 4]`` long triangle+apex relations of ``L_chiral``.
+        chiral_sign: ``[T]`` their expected apex side (+1 / -1).
     """
 
     sparse_xyz: torch.Tensor
@@ -34,6 +38,9 @@ class AlignModel:
     dense_from_sparse: torch.Tensor
     prior: ShapePrior
     dense_index: torch.Tensor
+    dense_facing: torch.Tensor | None = None
+    chiral_index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.long))
+    chiral_sign: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
 
     @property
     def num_keypoints(self) -> int:
@@ -58,13 +65,17 @@ class AlignModel:
             )),
             prior=self.prior.to(device, dtype),
             dense_index=self.dense_index.to(device),
+            dense_facing=None if self.dense_facing is None else conv(self.dense_facing),
+            chiral_index=self.chiral_index.to(device),
+            chiral_sign=conv(self.chiral_sign),
         )
 
 
 def prepare_model(rep: ClassRepresentation, cfg: AlignConfig) -> AlignModel:
     """Select what the alignment uses: a fixed-seed subsample of ``cfg.max_dense_points`` dense
     points (0 = all), the prior with or without triangle+apex relations, and at most
-    ``cfg.max_geom_relations`` relations of each family (0 = all)."""
+    ``cfg.max_geom_relations`` relations of each family (0 = all), and the relations of
+    ``L_chiral`` (from every triangle+apex relation, capped the same way)."""
     n = rep.num_dense
     if n == 0:
         raise ValueError(f"representation of '{rep.category}' has no dense points")
@@ -82,6 +93,12 @@ def prepare_model(rep: ClassRepresentation, cfg: AlignConfig) -> AlignModel:
             for n_r in (prior.num_edges, prior.num_tets)
         ]
         prior = prior.subset(keep[0].to(index.device), keep[1].to(index.device))
+    chiral_index, chiral_sign = chiral_relations(rep.prior, cfg.chirality_min_cos)
+    if 0 < cfg.max_geom_relations < len(chiral_sign):
+        g = torch.Generator().manual_seed(cfg.seed + 2)
+        keep_c = torch.randperm(len(chiral_sign), generator=g)[: cfg.max_geom_relations]
+        keep_c = keep_c.sort().values.to(chiral_sign.device)
+        chiral_index, chiral_sign = chiral_index[keep_c], chiral_sign[keep_c]
     return AlignModel(
         sparse_xyz=rep.sparse_xyz,
         sparse_features=rep.sparse_features,
@@ -93,4 +110,7 @@ def prepare_model(rep: ClassRepresentation, cfg: AlignConfig) -> AlignModel:
         dense_from_sparse=rep.dense_from_sparse[index],
         prior=prior,
         dense_index=index,
+        dense_facing=rep.dense_facing[index],
+        chiral_index=chiral_index,
+        chiral_sign=chiral_sign,
     )

@@ -3,10 +3,11 @@
 * ``paper``: supplementary Table 5 as published (1000 AdamW steps) with our full-size [R]
   defaults (24 rotation hypotheses, every dense point and relation, the 60 x 60 grid). The GPU
   default.
-* ``cpu``: the same schedules stretched to 200 steps (:func:`semalign3d.config.scale_schedules`
+* ``cpu``: the same schedules stretched to 400 steps (:func:`semalign3d.config.scale_schedules`
   keeps their shape), 8 rotation hypotheses, a 30 x 30 alignment grid (``cell_stride`` 2), 300
   dense points and 2000 relations per family (each only ever lowered: smaller configured values
-  are kept): a few seconds per image on 2 CPU cores.
+  are kept): a few seconds per image on 2 CPU cores. (200 steps cost aeroplanes 4.7 points of
+  PCK@0.1 on the synthetic test pairs: 59.6 vs 64.3.)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def apply_profile(cfg: AlignConfig, profile: str) -> AlignConfig:
         def cap(v: int, limit: int) -> int:
             return limit if v == 0 else min(v, limit)
 
-        cfg = scale_schedules(cfg, min(cfg.n_steps, 200))
+        cfg = scale_schedules(cfg, min(cfg.n_steps, 400))
         return replace(cfg, n_rotations=min(cfg.n_rotations, 8),
                        cell_stride=max(cfg.cell_stride, 2),
                        max_dense_points=cap(cfg.max_dense_points, 300),

@@ -103,6 +103,8 @@ def toy_representation(
         dense_sim_std=torch.full((n_dense,), 0.1, dtype=dtype),
         dense_weight=torch.ones(n_dense, dtype=dtype),
         dense_from_sparse=wts.to(dtype),
+        # a face seen from its outside half-space: the mean view direction is along its normal
+        dense_facing=(0.6 * (unit.abs() == 1).to(dtype) * unit.sign()).to(dtype),
         prior=prior.to(dtype=dtype),
     )
     return rep, field_

@@ -1,14 +1,23 @@
-"""Soft self-occlusion of the dense cloud ([R], method.md §7).
+"""Which model points may explain image cells ([R], method.md §7: "only front-facing or
+unoccluded model points explain a pixel").
 
-A point is occluded when other points project close to it (within ``radius``, normalised units)
-and lie in front of it by more than a margin relative to the object's size. Visibility is a
-weight, not something to optimise: it is computed without gradients, so points are never pushed
-around to hide or show themselves.
+* Soft self-occlusion: a point is occluded when other points project close to it (within
+  ``radius``, normalised units) and lie in front of it by more than a margin relative to the
+  object's size.
+* Facing: a dense point remembers from which side the training cameras saw it
+  (:attr:`ClassRepresentation.dense_facing`); seen from the other side it is a back face. This
+  separates a pose from its "seen-through" twin even where the dense cloud is flat (a TV
+  monitor's keypoints all lie on its front face, so its cloud is the front panel alone).
+
+Both are weights, not something to optimise: they are computed without gradients, so points are
+never pushed around to hide or show themselves.
 """
 
 from __future__ import annotations
 
 import torch
+
+from semalign3d.geometry import similarity_fit
 
 
 @torch.no_grad()
@@ -28,3 +37,34 @@ def log_visibility(points: torch.Tensor, proj: torch.Tensor, radius: float) -> t
     dz = z[..., :, None] - z[..., None, :]  # > 0: m is in front of n
     front = torch.sigmoid((dz - 0.1 * size) / (0.05 * size))
     return -(near * front).sum(-1).clamp_max(20.0)
+
+
+@torch.no_grad()
+def log_facing(
+    points: torch.Tensor,
+    keypoints: torch.Tensor,
+    canonical_keypoints: torch.Tensor,
+    facing: torch.Tensor,
+    tau: float,
+) -> torch.Tensor:
+    """``log f_n = max(-20, min(0, <R m_n, -p_n / |p_n|>) / tau)``.
+
+    ``R`` is the rotation of the best similarity from the canonical keypoints onto the current
+    ones, ``m_n`` the point's canonical facing vector and ``-p_n / |p_n|`` the direction from
+    the point to the camera: a point seen from the side it was trained on costs nothing, a
+    consistently one-sided point (``|m_n|`` near 1) seen from behind costs ``|m_n| / tau``.
+
+    Args:
+        points: ``[I x H x N x 3]`` camera-frame dense points.
+        keypoints: ``[I x H x K x 3]`` camera-frame keypoints; canonical_keypoints: ``[K x 3]``.
+        facing: ``[N x 3]`` canonical facing vectors (length <= 1).
+        tau: penalty scale (cosine units).
+    Returns:
+        ``[I x H x N]`` log-weights in [-20, 0].
+    """
+    src = canonical_keypoints.to(keypoints).expand_as(keypoints)
+    _, rot, _ = similarity_fit(src, keypoints)  # [I x H x 3 x 3]
+    m = facing.to(points) @ rot.transpose(-1, -2)  # [I x H x N x 3]
+    to_cam = -points / points.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    cos = (m * to_cam).sum(-1)
+    return (cos.clamp_max(0) / tau).clamp_min(-20.0)

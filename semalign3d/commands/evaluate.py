@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", default=None, help="override config.depth.name")
     p.add_argument("--config", type=Path, default=None, help="YAML with a full Config")
     p.add_argument("--profile", choices=["cpu", "paper"], default="cpu",
-                   help="alignment size: 'cpu' (200 steps, 8 hypotheses) or 'paper' (Table 5: "
+                   help="alignment size: 'cpu' (400 steps, 8 hypotheses) or 'paper' (Table 5: "
                    "1000 steps, 24 hypotheses; GPU)")
     p.add_argument("--split", default="test", choices=["trn", "val", "test"])
     p.add_argument("--steps", type=int, default=None,

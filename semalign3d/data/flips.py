@@ -71,3 +71,13 @@ def flip_image(image: AnnotatedImage) -> AnnotatedImage:
         bbox=(w - x1, y0, w - x0, y1),
         flipped=not image.flipped,
     )
+
+
+def partner_positions(category: str, keypoint_ids: torch.Tensor) -> torch.Tensor:
+    """``[K]`` long: for a keypoint tensor ordered by ``keypoint_ids``, the position of each
+    keypoint's left/right partner (itself when it has none or the partner is not in the list).
+    ``points[partner_positions(...)]`` is the mirror-twin labelling of ``points``."""
+    perm = flip_permutation(category)
+    ids = [int(k) for k in keypoint_ids]
+    pos = {k: i for i, k in enumerate(ids)}
+    return torch.tensor([pos.get(int(perm[k]), i) for i, k in enumerate(ids)], dtype=torch.long)

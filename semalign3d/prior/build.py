@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from semalign3d.config import Config, PriorConfig, to_dict
 from semalign3d.data.records import AnnotatedImage, DataError
-from semalign3d.geometry import principal_point, to_normalized
+from semalign3d.geometry import principal_point, similarity_fit, to_normalized
 from semalign3d.models.base import DepthModel, DescriptorMap
 from semalign3d.prior.dense import build_dense, keypoint_features, transfer_sample
 from semalign3d.prior.focal import fit_focal, lift_normalized
@@ -206,7 +207,7 @@ def build_representation(
         phi, phi_mean, phi_std = keypoint_features(kfeat[:, used], vis[:, used])
 
     with _stage(timings, "dense.transfer", progress):
-        pts, feats, per_image = [], [], {}
+        pts, feats, dirs, per_image = [], [], [], {}
         it = list(enumerate(usable))
         if progress:
             from tqdm import tqdm
@@ -225,13 +226,17 @@ def build_representation(
             if keep.numel():
                 pts.append(moved)
                 feats.append(v.descriptors.grid.sample(v.descriptors.features.float(), pix[keep]))
+                # towards the camera (the origin), turned into the canonical frame by the
+                # rotation of the image's skeleton onto the canonical one
+                _, rot, _ = similarity_fit(kpu[b], sparse.to(kpu.dtype))
+                dirs.append(F.normalize(-xyz[keep], dim=-1) @ rot.T)
         if not pts:
             warnings.warn(
                 f"{category}: no mask point fell inside any keypoint tetrahedron; the dense "
                 "cloud holds only the keypoints",
                 stacklevel=2,
             )
-            pts, feats = [sparse], [phi]
+            pts, feats, dirs = [sparse], [phi], [torch.zeros_like(sparse)]
 
     with _stage(timings, "dense.cluster", progress):
         dense = build_dense(
@@ -244,6 +249,7 @@ def build_representation(
             cfg.density_threshold,
             cfg.inside_tolerance,
             cfg.seed,
+            torch.cat(dirs),
         )
 
     info = {
@@ -281,6 +287,7 @@ def build_representation(
         dense_sim_std=dense.sim_std.to(f32),
         dense_weight=dense.weight.to(f32),
         dense_from_sparse=dense.dense_from_sparse.to(f32),
+        dense_facing=dense.facing.to(f32),
         prior=prior.to(dtype=f32),
         meta=info,
     )

@@ -22,7 +22,9 @@ class DenseCloud:
 
     Attributes:
         xyz: ``[N x 3]``; features: ``[N x C]`` unit; sim_mean, sim_std, weight: ``[N]``;
-        dense_from_sparse: ``[N x K]`` with ``xyz = dense_from_sparse @ sparse``.
+        dense_from_sparse: ``[N x K]`` with ``xyz = dense_from_sparse @ sparse``;
+        facing: ``[N x 3]`` mean unit direction towards the cameras that saw the point (its
+            length, in [0, 1], is how consistently the point was seen from one side).
     """
 
     xyz: torch.Tensor
@@ -31,6 +33,7 @@ class DenseCloud:
     sim_std: torch.Tensor
     weight: torch.Tensor
     dense_from_sparse: torch.Tensor
+    facing: torch.Tensor
 
 
 def transfer_points(
@@ -116,21 +119,24 @@ def neighbour_features(
     points: torch.Tensor,
     features: torch.Tensor,
     neighbours: int,
+    directions: torch.Tensor | None = None,
     max_elements: int = 1 << 24,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per centre: normalised mean descriptor of its nearest merged points and the mean/std of
-    their similarity to it.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per centre: normalised mean descriptor of its nearest merged points, the mean/std of
+    their similarity to it, and the mean of their viewing directions.
 
     Args:
         centres: ``[N x 3]``; points: ``[P x 3]``; features: ``[P x C]`` unit;
-        neighbours: points averaged per centre (clipped to ``P``).
+        neighbours: points averaged per centre (clipped to ``P``);
+        directions: optional ``[P x 3]`` unit directions from each point to its camera.
     Returns:
-        ``(psi [N x C], sim_mean [N], sim_std [N])``.
+        ``(psi [N x C], sim_mean [N], sim_std [N], facing [N x 3])``; ``facing`` is 0 without
+        ``directions``.
     """
     nn = min(neighbours, points.shape[0])
     c = features.shape[1]
     chunk = max(1, max_elements // max(1, nn * c))
-    psi, mean, std = [], [], []
+    psi, mean, std, facing = [], [], [], []
     for s in range(0, centres.shape[0], chunk):
         d = torch.cdist(centres[s : s + chunk], points)
         near = d.topk(nn, dim=-1, largest=False).indices  # [n x nn]
@@ -140,7 +146,9 @@ def neighbour_features(
         psi.append(p)
         mean.append(sim.mean(-1))
         std.append(sim.std(-1) if nn > 1 else torch.zeros_like(sim[:, 0]))
-    return torch.cat(psi), torch.cat(mean), torch.cat(std)
+        facing.append(directions[near].mean(1) if directions is not None
+                      else centres.new_zeros(near.shape[0], 3))
+    return torch.cat(psi), torch.cat(mean), torch.cat(std), torch.cat(facing)
 
 
 def build_dense(
@@ -153,12 +161,15 @@ def build_dense(
     density_threshold: float = 0.0005,
     tolerance: float = 0.1,
     seed: int = 0,
+    directions: torch.Tensor | None = None,
 ) -> DenseCloud:
     """Cluster the merged canonical points into the dense cloud (method.md §2.9 steps 2-5).
 
     Args:
         points: ``[P x 3]`` merged canonical points of all images (may be empty).
         features: ``[P x C]`` their unit descriptors.
+        directions: optional ``[P x 3]`` unit canonical directions towards each point's camera
+            (averaged into :attr:`DenseCloud.facing`; 0 without).
         sparse: ``[K x 3]`` canonical keypoints, appended as anchors (weight 1).
         n_clusters, kmeans_iters, seed: k-means settings.
         feature_neighbors: merged points averaged into each centre's feature.
@@ -190,5 +201,8 @@ def build_dense(
     centres, weight, m = centres[ok], weight[ok], m[ok]
     xyz = m @ sparse
     ft = features.dtype
-    psi, mean, std = neighbour_features(xyz.to(ft), points.to(ft), features, feature_neighbors)
-    return DenseCloud(xyz, psi, mean, std, weight, m)
+    psi, mean, std, facing = neighbour_features(
+        xyz.to(ft), points.to(ft), features, feature_neighbors,
+        None if directions is None else directions.to(ft),
+    )
+    return DenseCloud(xyz, psi, mean, std, weight, m, facing.to(dt))

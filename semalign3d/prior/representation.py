@@ -21,7 +21,7 @@ from semalign3d.io import atomic_write
 from semalign3d.prior.shape_prior import ShapePrior
 
 FORMAT = "semalign3d-representation"
-VERSION = 1
+VERSION = 2  # 2: dense_facing
 
 
 class RepresentationError(ValueError):
@@ -57,6 +57,9 @@ class ClassRepresentation:
         dense_weight: ``[N]`` cluster density (fraction of merged points; anchors 1).
         dense_from_sparse: ``[N x K]``: ``dense_xyz = dense_from_sparse @ sparse_xyz`` for the
             canonical cloud and for every deformation of it (rows sum to 1).
+        dense_facing: ``[N x 3]`` mean unit direction (canonical frame) from each dense point
+            towards the training cameras that saw it; its length in [0, 1] says how
+            consistently it was seen from one side (0: unknown or seen from all around).
         prior: the Beta shape prior over keypoint positions ``0..K-1``.
         meta: JSON-able provenance (config, images used/skipped, timings).
     """
@@ -73,6 +76,7 @@ class ClassRepresentation:
     dense_sim_std: torch.Tensor
     dense_weight: torch.Tensor
     dense_from_sparse: torch.Tensor
+    dense_facing: torch.Tensor
     prior: ShapePrior
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -163,6 +167,7 @@ class ClassRepresentation:
             "dense_sim_std": (n,),
             "dense_weight": (n,),
             "dense_from_sparse": (n, k),
+            "dense_facing": (n, 3),
         }
         for name, shape in expect.items():
             got = tuple(getattr(self, name).shape)
