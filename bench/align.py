@@ -6,6 +6,11 @@ Prints one line per setting; never asserts anything.
 
     python bench/align.py --device cpu --steps 20 --batch 1 4
     python bench/align.py --device cuda --batch 1 16 64 --compile
+
+The warm-up is by default an identical run (same steps, same shapes): the schedule table rows fed
+to the compiled energy are views whose stride is ``n_steps``, so a warm-up with fewer steps would
+leave a recompilation inside the timed run. With ``--compile`` each batch size compiles its own
+graphs (dynamic=False); the number of graphs compiled during the timed run is printed (should be 0).
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ def random_model(k: int, n: int, c: int, relations: int, seed: int = 0) -> Align
         dense_features=f(torch.randn(n, c, generator=g), dim=-1),
         dense_sim_mean=torch.full((n,), 0.6), dense_sim_std=torch.full((n,), 0.1),
         dense_from_sparse=w, prior=prior, dense_index=torch.arange(n),
+        dense_facing=0.7 * f(torch.randn(n, 3, generator=g), dim=-1),
+        chiral_index=t[: max(1, len(t) // 10)], chiral_sign=torch.ones(max(1, len(t) // 10)),
     )
 
 
@@ -68,6 +75,10 @@ def main() -> None:
     p.add_argument("--relations", type=int, default=0, help="per family; 0 = all")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                   help="after timing, profile this many steps and print the top kernels")
+    p.add_argument("--warmup-steps", type=int, default=0,
+                   help="steps of the untimed warm-up run (0 = same as --steps)")
     a = p.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -85,21 +96,61 @@ def main() -> None:
         t0 = time.perf_counter()
         batch = stack_targets(targets, model, cfg)
         t_pre = time.perf_counter() - t0
-        warm = replace(cfg, n_steps=2)
+        warm = replace(cfg, n_steps=a.warmup_steps) if a.warmup_steps else cfg
+        g0 = _graphs()
+        t0 = time.perf_counter()
         align(batch, model, warm)  # warm-up (and compilation)
+        _sync(dev)
+        t_warm = time.perf_counter() - t0
+        g1 = _graphs()
         if dev.type == "cuda":
-            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(dev)
         t0 = time.perf_counter()
         align(batch, model, cfg)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
+        _sync(dev)
         dt = time.perf_counter() - t0
+        g2 = _graphs()
         runs = b * a.hypotheses
         per_1000 = dt / a.steps * 1000
         print(f"batch {b:3d} images x {a.hypotheses} hyps: {dt:.2f} s for {a.steps} steps "
               f"(precompute {t_pre:.2f} s) -> {per_1000 / b:.2f} s per image, "
               f"{per_1000 / runs * 1000:.1f} ms per image-hypothesis alignment at 1000 steps, "
               f"{runs / per_1000:.2f} alignments/s")
+        extra = ""
+        if a.compile:
+            extra += (f"; dynamo graphs compiled: warm-up {g1 - g0}, timed run {g2 - g1}"
+                      f"{' (RECOMPILED: timing includes compilation)' if g2 > g1 else ''}")
+        if dev.type == "cuda":
+            extra += f"; peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB"
+        print(f"          warm-up {warm.n_steps} steps {t_warm:.2f} s{extra}")
+        if a.profile:
+            _profile(batch, model, replace(cfg, n_steps=a.profile), dev)
+
+
+def _profile(batch, model, cfg, dev: torch.device) -> None:
+    """Top operators by device (or CPU) self time over ``cfg.n_steps`` steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        align(batch, model, cfg)
+        _sync(dev)
+    key = "self_cuda_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=48))
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _graphs() -> int:
+    """Graphs compiled by dynamo so far in this process."""
+    try:
+        from torch._dynamo.utils import counters
+    except ImportError:
+        return 0
+    return int(counters["stats"]["unique_graphs"])
 
 
 if __name__ == "__main__":

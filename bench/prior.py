@@ -7,6 +7,13 @@
                                     [--figure rep.png] [--set n_clusters=300 ...]
     # real-size random inputs: 55 images + flips, 30 keypoints, 60x60x768 descriptors
     python bench/prior.py random [--images 55] [--keypoints 30] [--set refine_steps=2000 ...]
+                                 [--device cuda] [--progress]
+
+``random --device cuda`` runs the build with the views on the GPU and every tensor the build
+creates without an explicit device put there too (``torch.set_default_device`` semantics), except
+draws from the build's CPU ``torch.Generator``s, which are made on the CPU and then moved (the
+library itself has no device option; its random draws use CPU generators). ``--progress`` also
+prints each stage's wall time as it ends.
 
 ``synthetic`` also reports the acceptance figures: the sparse cloud vs the true mean canonical
 keypoints after a similarity alignment (RMS / RMS radius of the truth), focal lengths vs the
@@ -16,6 +23,7 @@ true ones, and our Beta fits vs ``scipy.stats.beta.fit(x, floc=0, fscale=1)``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
@@ -24,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.utils._device
 
 from semalign3d.config import Config, PriorConfig, replace
 from semalign3d.geometry import procrustes_align
@@ -195,24 +204,90 @@ def _random_views(n_images: int, k: int, channels: int, grid: int, seed: int):
     return views
 
 
+class _DefaultDevice(torch.utils._device.DeviceContext):
+    """``torch.set_default_device(device)`` as a context, except that a factory call drawing from
+    a CPU ``generator`` (``randperm``, ``randn``, ... with ``generator=g``) runs on the CPU and its
+    result is moved to ``device``: the build seeds CPU generators, which CUDA factories reject."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        gen = kwargs.get("generator")
+        if (
+            gen is not None
+            and gen.device.type == "cpu"
+            and kwargs.get("device") is None
+            and func in torch.utils._device._device_constructors()
+        ):
+            return func(*args, **{**kwargs, "device": "cpu"}).to(self.device)
+        return super().__torch_function__(func, types, args, kwargs)
+
+
+def _views_to(views, device: torch.device):
+    from semalign3d.models.base import DescriptorMap
+
+    out = []
+    for v in views:
+        r = dataclasses.replace(v.record, keypoints=v.record.keypoints.to(device),
+                                visible=v.record.visible.to(device))  # fmt: skip
+        d = DescriptorMap(v.descriptors.features.to(device), v.descriptors.grid)
+        out.append(dataclasses.replace(v, record=r, disparity=v.disparity.to(device),
+                                       mask=v.mask.to(device), descriptors=d))  # fmt: skip
+    return out
+
+
+@contextlib.contextmanager
+def _timed_stages(enabled: bool):
+    """Print every build stage's wall time as it ends (``--progress``), so a killed run still
+    shows where the time went."""
+    from semalign3d.prior import build
+
+    original = build._stage
+    if not enabled:
+        yield
+        return
+
+    @contextlib.contextmanager
+    def stage(timings, name, progress):
+        with original(timings, name, progress):
+            yield
+        print(f"  [stage] {name:18s} {timings[name]:8.2f} s", flush=True)
+
+    build._stage = stage
+    try:
+        yield
+    finally:
+        build._stage = original
+
+
 def random_inputs(args) -> None:
     from semalign3d.prior.build import build_representation
 
+    device = torch.device(args.device)
     cfg = _overrides(PriorConfig(), args.set)
     t0 = time.perf_counter()
     views = _random_views(args.images, args.keypoints, args.channels, args.grid, 0)
     print(
         f"random real-size inputs: {len(views)} views, {args.keypoints} keypoints, "
         f"{args.grid}x{args.grid}x{args.channels} descriptors "
-        f"(made in {time.perf_counter() - t0:.1f} s), {torch.get_num_threads()} torch threads"
+        f"(made in {time.perf_counter() - t0:.1f} s), {torch.get_num_threads()} torch threads, "
+        f"device {device}"
     )
+    placement = contextlib.nullcontext()
+    if device.type != "cpu":
+        views = _views_to(views, device)
+        placement = _DefaultDevice(device)
     t0 = time.perf_counter()
-    rep = build_representation(views, cfg, "random", progress=args.progress)
+    with placement, _timed_stages(args.progress):
+        rep = build_representation(views, cfg, "random", progress=args.progress)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     print(
         f"  wall time {time.perf_counter() - t0:.1f} s; relations {rep.meta['relations']}; "
         f"dense points {rep.num_dense}"
     )
     _timings(rep)
+    if device.type == "cuda":
+        print(f"  peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     print(f"  config: {cfg}")
 
 
@@ -233,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--keypoints", type=int, default=30)
     r.add_argument("--channels", type=int, default=768)
     r.add_argument("--grid", type=int, default=60)
-    r.add_argument("--progress", action="store_true")
+    r.add_argument("--progress", action="store_true", help="stages, bars, per-stage times")
+    r.add_argument("--device", default="cpu", help="cpu or cuda (see above)")
     r.add_argument("--set", nargs="*", default=[], help="PriorConfig overrides key=value")
     args = p.parse_args(argv)
     if args.threads:
