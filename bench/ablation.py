@@ -129,6 +129,11 @@ def main() -> None:
             t0 = time.perf_counter()
             r = evaluate_category(a.root, cat, cfg, run.root, profile="cpu", split=a.split,
                                   progress=False)
+            # the first run's prior and descriptors serve every later variant
+            if not shared.prior(cat).exists():
+                _link(run.prior(cat), shared.prior(cat))
+            if not shared.features.exists():
+                _link(run.features, shared.features)
             s = summaries([r], cfg)
             results.setdefault(cat, {})[name] = {
                 m: {"pck": v["per_image"]["all"], "pck_vp2": v["by_viewpoint"].get("2"),

@@ -271,7 +271,7 @@ def test_schedules_drive_the_loop(toy):
 def test_profiles():
     cpu = category_config("chair", AlignConfig(), "cpu")
     assert cpu.n_steps == 400 and cpu.sigma_sparse_inference == 0.01
-    assert cpu.sigma_dense.timesteps == pytest.approx((0, 60, 100))
+    assert cpu.sigma_dense.timesteps == pytest.approx((0, 120, 200))  # Table 5: 0, 300, 500
     assert apply_profile(AlignConfig(), "paper") == AlignConfig()
     with pytest.raises(ValueError, match="profile"):
         apply_profile(AlignConfig(), "tpu")
