@@ -326,6 +326,8 @@ class AlignConfig:
     chirality_tau: float = 0.05  # [R] softness of L_chiral's wrong-side penalty (cosine units)
     n_rotations: int = 24  # [R] rotation hypotheses per image (first 24: cube group, PCA frame)
     mirror_hypotheses: bool = False  # [R] also try mirrored canonical clouds
+    prune_at: float = 0.0  # [R] fraction of the steps after which only prune_keep go on (0 = off)
+    prune_keep: int = 4  # [R] hypotheses per image kept at prune_at (lowest energy)
     optimize_focal: bool = True  # [N] optimise f jointly with the keypoints
     focal_init_inv: float = 0.2  # [R] initial 1/f at test time
     weight_decay: float = 0.0  # [R] AdamW decay; >0 would pull keypoints towards the camera

@@ -271,6 +271,7 @@ def test_schedules_drive_the_loop(toy):
 def test_profiles():
     cpu = category_config("chair", AlignConfig(), "cpu")
     assert cpu.n_steps == 400 and cpu.sigma_sparse_inference == 0.01
+    assert (cpu.n_rotations, cpu.prune_at) == (8, 0.0)
     assert cpu.sigma_dense.timesteps == pytest.approx((0, 120, 200))  # Table 5: 0, 300, 500
     assert apply_profile(AlignConfig(), "paper") == AlignConfig()
     with pytest.raises(ValueError, match="profile"):
@@ -407,3 +408,28 @@ def test_log_facing_exact_and_seen_from_behind():
     # a point with no preferred side costs nothing; the penalty is clamped at -20
     assert log_facing(pts, kps, canon, torch.zeros(1, 3, dtype=D), 0.1).abs().max() == 0
     assert log_facing(pts, kps, canon, facing, 0.001).min() == -20
+
+
+def test_pruning_continues_the_kept_hypotheses_exactly(toy):
+    """Pruning only drops columns: every kept hypothesis ends exactly where it ends unpruned
+    (its AdamW moments are carried over), the pruned ones report inf, and the choice is the
+    best kept one."""
+    rep, _, view = toy
+    base = replace(scale_schedules(AlignConfig(), 40), n_rotations=6, max_dense_points=60,
+                   max_geom_relations=100)
+    model, batch = _batch(rep, view, base, D)
+    full = align(batch, model, base)[0]
+    shapes = []
+    cfg = replace(base, prune_at=0.5, prune_keep=2)
+    pruned = align(batch, model, cfg, on_step=lambda t, v, k, f: shapes.append(k.shape[1]))[0]
+    assert shapes[:20] == [6] * 20 and shapes[20:] == [2] * 20
+    kept = torch.isfinite(pruned.final_energies)
+    assert int(kept.sum()) == 2
+    torch.testing.assert_close(pruned.final_energies[kept], full.final_energies[kept])
+    # the two kept are the two lowest at the pruning step (the trace holds every hypothesis
+    # up to there; the unpruned run's trace only its best, so compare energies directly)
+    assert pruned.hypothesis in kept.nonzero().flatten().tolist()
+    assert pruned.final_energies[pruned.hypothesis] == pruned.final_energies[kept].min()
+    assert torch.isfinite(pruned.energy).all() and pruned.energy.shape == (40,)
+    with pytest.raises(ValueError, match="prune_keep"):
+        align(batch, model, replace(cfg, prune_keep=0))

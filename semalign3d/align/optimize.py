@@ -4,7 +4,9 @@ All images and hypotheses of a batch are one tensor program: keypoints ``[I x H 
 inverse focals ``[I x H]`` are the parameters of a single AdamW, whose summed energy separates
 over hypotheses (so Adam's per-coordinate steps are exactly those of independent runs). Table 5's
 schedules are evaluated once before the loop. The best hypothesis of each image is the one with
-the lowest energy at the final step.
+the lowest energy at the final step. With ``cfg.prune_at`` the many starts run only through the
+coarse, large-sigma part of the schedule; then each image keeps its ``cfg.prune_keep`` best
+hypotheses (with their AdamW moments) for the rest.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class Alignment:
         energy: ``[T]`` total energy of the best hypothesis at every step.
         terms: ``{term: [T]}`` unweighted energy terms of the best hypothesis.
         hypothesis: index of the best hypothesis.
-        final_energies: ``[H]`` final energy of every hypothesis.
+        final_energies: ``[H]`` final energy of every hypothesis (inf for pruned ones).
     """
 
     name: str
@@ -116,7 +118,8 @@ def align(
         progress: show a tqdm bar over steps.
         on_step: called as ``on_step(t, schedule_values, keypoints, focal_inv)`` before each
             step with the live ``[I x H x K x 3]`` / ``[I x H]`` parameters (tests, logging,
-            trajectories; detach and clone what you keep).
+            trajectories; detach and clone what you keep). After pruning (``cfg.prune_at``)
+            ``H`` is ``cfg.prune_keep``.
     Returns:
         One :class:`Alignment` per image, in batch order.
     """
@@ -131,9 +134,14 @@ def align(
     fn = _energy_fn(model, cfg)
     n_t = cfg.n_steps
     i_n, h_n = finv.shape
-    trace = torch.zeros(n_t, len(TERMS) + 1, i_n, h_n, dtype=dt, device=dev)
+    # original hypothesis index of every live column (pruning drops columns)
+    live = torch.arange(h_n, device=dev).expand(i_n, h_n)
+    prune_t = prune_step(cfg, h_n)
+    trace = torch.full((n_t, len(TERMS) + 1, i_n, h_n), float("nan"), dtype=dt, device=dev)
     for t in tqdm(range(n_t), desc="align", disable=not progress, leave=False):
         row = tables.values[t]
+        if t == prune_t:
+            kps, finv, opt, live = _prune(kps, finv, opt, live, trace[t - 1, 0], cfg.prune_keep)
         if cfg.lr_final != 1.0:
             cos = 0.5 * (1 + math.cos(math.pi * t / max(n_t - 1, 1)))
             opt.param_groups[0]["lr"] = cfg.lr * (cfg.lr_final + (1 - cfg.lr_final) * cos)
@@ -145,20 +153,23 @@ def align(
         energy.masked_fill(~torch.isfinite(energy), 0.0).sum().backward()
         opt.step()
         with torch.no_grad():
-            trace[t, 0] = energy.detach()
-            for j, name in enumerate(TERMS):
-                trace[t, j + 1] = terms[name].detach()
+            vals = torch.stack([energy.detach()] + [terms[n].detach() for n in TERMS])
+            trace[t].scatter_(-1, live.expand_as(vals), vals)
     with torch.no_grad():
         last = tables.values[n_t - 1]
-        final, _ = fn(kps, finv, batch, last[0], last[1], last[2:])
-        final = torch.where(torch.isfinite(final), final, torch.full_like(final, float("inf")))
-        best = final.argmin(-1)
+        final_live, _ = fn(kps, finv, batch, last[0], last[1], last[2:])
+        final_live = torch.where(torch.isfinite(final_live), final_live,
+                                 torch.full_like(final_live, float("inf")))
+        final = torch.full((i_n, h_n), float("inf"), dtype=dt, device=dev)
+        final.scatter_(-1, live, final_live)
+        best_live = final_live.argmin(-1)
         focal = 1.0 / finv.abs()
         out = []
         for i in range(i_n):
-            b = int(best[i])
-            k3 = kps[i, b]
-            f = focal[i, b]
+            c = int(best_live[i])
+            b = int(live[i, c])
+            k3 = kps[i, c]
+            f = focal[i, c]
             uv = project(k3[None, None], f[None, None], batch.principal[i : i + 1])[0, 0]
             hh, ww = batch.sizes[i]
             out.append(Alignment(
@@ -174,3 +185,43 @@ def align(
                 final_energies=final[i].cpu().double(),
             ))
     return out
+
+
+def prune_step(cfg: AlignConfig, n_hypotheses: int) -> int | None:
+    """The step at which only the ``cfg.prune_keep`` lowest-energy hypotheses per image go on,
+    or None when nothing is pruned."""
+    if cfg.prune_keep < 1:
+        raise ValueError(f"prune_keep must be >= 1, got {cfg.prune_keep}")
+    if not 0 < cfg.prune_at < 1 or cfg.prune_keep >= n_hypotheses:
+        return None
+    return max(1, round(cfg.prune_at * cfg.n_steps))
+
+
+def _gather(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """Columns ``sel [I x k]`` of ``x [I x H x ...]``."""
+    idx = sel.reshape(*sel.shape, *([1] * (x.dim() - 2))).expand(*sel.shape, *x.shape[2:])
+    return torch.gather(x, 1, idx)
+
+
+def _prune(kps, finv, opt, live, energy_all, keep):
+    """Keep the ``keep`` live hypotheses of lowest energy (``energy_all [I x H]``, indexed by
+    original hypothesis); AdamW's moments follow their parameters, so a kept hypothesis goes on
+    exactly as it would have."""
+    with torch.no_grad():
+        e = torch.gather(energy_all, 1, live)
+        e = torch.where(torch.isfinite(e), e, torch.full_like(e, float("inf")))
+        sel = e.topk(keep, dim=-1, largest=False).indices.sort(-1).values  # [I x k]
+        new = {}
+        for name, p in (("kps", kps), ("finv", finv)):
+            new[name] = _gather(p.detach(), sel).requires_grad_(p.requires_grad)
+    params = [new["kps"], new["finv"]] if finv.requires_grad else [new["kps"]]
+    new_opt = torch.optim.AdamW(params)
+    new_opt.param_groups[0].update({k: v for k, v in opt.param_groups[0].items() if k != "params"})
+    for old, p in ((kps, new["kps"]), (finv, new["finv"])):
+        state = opt.state.get(old)
+        if state:
+            new_opt.state[p] = {
+                k: _gather(v, sel) if torch.is_tensor(v) and v.dim() >= 2 else v
+                for k, v in state.items()
+            }
+    return new["kps"], new["finv"], new_opt, torch.gather(live, 1, sel)
