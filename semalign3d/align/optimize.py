@@ -97,7 +97,10 @@ def _energy_fn(model: AlignModel, cfg: AlignConfig) -> Callable:
         terms = energy_terms(kps, 1.0 / finv.abs(), batch, model, sig_d, sig_s, cfg)
         return total_energy(terms, weights), terms
 
-    return torch.compile(fn, dynamic=False) if cfg.compile else fn
+    # dynamic=None: the first graph is specialised; a shape that changes (the cell count differs
+    # per image) recompiles once as dynamic instead of once per image, which after eight images
+    # would silently fall back to eager
+    return torch.compile(fn, dynamic=None) if cfg.compile else fn
 
 
 def align(
