@@ -103,6 +103,6 @@ ERR='TIMED OUT|SKIPPED|Error|error:|Traceback'
   for f in 4-prior 5-prior-cpu; do
     [ -f "$OUT/$f.log" ] || continue
     echo "[$f]"
-    keys $f "^(random|  wall time|  \[stage\]|  peak)|$ERR"
+    keys $f "^(random|  wall time|\[prior\] .* done in|  peak)|$ERR"
   done
 } 2>&1 | tee "$OUT/summary.txt"

@@ -12,8 +12,8 @@
 ``random --device cuda`` runs the build with the views on the GPU and every tensor the build
 creates without an explicit device put there too (``torch.set_default_device`` semantics), except
 draws from the build's CPU ``torch.Generator``s, which are made on the CPU and then moved (the
-library itself has no device option; its random draws use CPU generators). ``--progress`` also
-prints each stage's wall time as it ends.
+library itself has no device option; its random draws use CPU generators). ``--progress`` shows
+each stage's wall time as it ends.
 
 ``synthetic`` also reports the acceptance figures: the sparse cloud vs the true mean canonical
 keypoints after a similarity alignment (RMS / RMS radius of the truth), focal lengths vs the
@@ -235,30 +235,6 @@ def _views_to(views, device: torch.device):
     return out
 
 
-@contextlib.contextmanager
-def _timed_stages(enabled: bool):
-    """Print every build stage's wall time as it ends (``--progress``), so a killed run still
-    shows where the time went."""
-    from semalign3d.prior import build
-
-    original = build._stage
-    if not enabled:
-        yield
-        return
-
-    @contextlib.contextmanager
-    def stage(timings, name, progress):
-        with original(timings, name, progress):
-            yield
-        print(f"  [stage] {name:18s} {timings[name]:8.2f} s", flush=True)
-
-    build._stage = stage
-    try:
-        yield
-    finally:
-        build._stage = original
-
-
 def random_inputs(args) -> None:
     from semalign3d.prior.build import build_representation
 
@@ -277,7 +253,7 @@ def random_inputs(args) -> None:
         views = _views_to(views, device)
         placement = _DefaultDevice(device)
     t0 = time.perf_counter()
-    with placement, _timed_stages(args.progress):
+    with placement:
         rep = build_representation(views, cfg, "random", progress=args.progress)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -61,6 +61,8 @@ def _stage(timings: dict[str, float], name: str, progress: bool):
         print(f"[prior] {name} ...", flush=True)
     yield
     timings[name] = round(time.perf_counter() - t0, 3)
+    if progress:  # as each stage ends, so a killed build still shows where the time went
+        print(f"[prior] {name} done in {timings[name]:.2f} s", flush=True)
 
 
 def _check_view(v: View, min_visible: int, span: float, erode_iters: int):
