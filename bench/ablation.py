@@ -46,38 +46,48 @@ def _link(src: Path, dst: Path) -> None:
         os.symlink(src.resolve(), dst)
 
 
-def markdown_table(results: dict[str, dict[str, dict]]) -> str:
-    """Variants x categories of SemAlign3D's per-image PCK@0.1 (overall / viewpoint 2), with the
-    NN baseline; missing runs are left out of the mean."""
+#: the two tables: title -> (what each cell holds, per-run value pair)
+TABLES = {
+    "pairs": "SemAlign3D per-image PCK@0.1 of the pairs, overall / viewpoint variation 2",
+    "alignment": "PCK@0.1 of the aligned model keypoints / % of images whose fit is a mirror "
+                 "twin (swapped labels score better)",
+}
+
+
+def table_rows(results: dict[str, dict[str, dict]]) -> dict[str, list[list[str]]]:
+    """Both tables as rows of strings: ``[variant, <one cell per category>, mean]`` (the first
+    row of ``pairs`` is the NN baseline); missing runs are "-" and left out of the mean."""
     cats = list(results)
     names = list(dict.fromkeys(n for c in cats for n in results[c]))
-    lines = ["| variant | " + " | ".join(cats) + " | mean |", "|---|" + "---|" * (len(cats) + 1)]
 
-    def row(label: str, get) -> str:
+    def row(label: str, get) -> list[str]:
         vals = [get(c) for c in cats]
-        cells = [f"{v[0]:.1f} / {v[1]:.1f}" if v else "-" for v in vals]
         got = [v[0] for v in vals if v]
         mean = f"{sum(got) / len(got):.1f}" if got else "-"
-        return f"| {label} | " + " | ".join(cells) + f" | {mean} |"
+        return [label, *(f"{v[0]:.1f} / {v[1]:.1f}" if v else "-" for v in vals), mean]
 
-    def pick(c: str, name: str, method: str):
-        r = results[c].get(name, {}).get(method)
-        return (r["pck"], r["pck_vp2"] or float("nan")) if r else None
+    def pick(c: str, name: str, key: str, second: str):
+        r = results[c].get(name, {}).get(key)
+        return (r["pck"], r[second] if r[second] is not None else float("nan")) if r else None
 
-    lines.append(row("NN baseline", lambda c: pick(c, "default", "nn")))
-    for n in names:
-        lines.append(row(n, lambda c, n=n: pick(c, n, "semalign3d")))
-    lines += ["", "Alignment alone: PCK@0.1 of the aligned model keypoints / % of images whose fit "
-              "is the mirror twin (swapped labels score better)", "",
-              "| variant | " + " | ".join(cats) + " | mean |", "|---|" + "---|" * (len(cats) + 1)]
+    pairs = [row("NN baseline", lambda c: pick(c, "default", "nn", "pck_vp2"))]
+    pairs += [row(n, lambda c, n=n: pick(c, n, "semalign3d", "pck_vp2")) for n in names]
+    align = [row(n, lambda c, n=n: pick(c, n, "alignment", "mirrored")) for n in names]
+    return {"pairs": pairs, "alignment": align}
 
-    def pick_al(c: str, name: str):
-        r = results[c].get(name, {}).get("alignment")
-        return (r["pck"], r["mirrored"]) if r else None
 
-    for n in names:
-        lines.append(row(n, lambda c, n=n: pick_al(c, n)))
-    return "\n".join(lines)
+def header(results: dict[str, dict[str, dict]]) -> list[str]:
+    return ["variant", *results, "mean"]
+
+
+def markdown_table(results: dict[str, dict[str, dict]]) -> str:
+    """Both tables of :func:`table_rows` as markdown, each under its title."""
+    head = header(results)
+    out = []
+    for key, rows in table_rows(results).items():
+        out += [TABLES[key], "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        out += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    return "\n".join(out).rstrip()
 
 
 def main() -> None:
