@@ -151,10 +151,12 @@ def main() -> None:
             }
             results[cat][name]["seconds"] = round(time.perf_counter() - t0, 1)
             sc = alignment_scores(a.root, ClassRepresentation.load(run.prior(cat)), r.alignments)
+            scored = [x for x in sc if x.n > 0]  # images with no annotated keypoint say nothing
+            n = max(len(scored), 1)
             results[cat][name]["alignment"] = {
-                "pck": 100 * sum(x.pck for x in sc) / len(sc),
-                "mirrored": 100 * sum(x.mirrored for x in sc) / len(sc),
-                "n_images": len(sc),
+                "pck": 100 * sum(x.pck for x in scored) / n,
+                "mirrored": 100 * sum(x.mirrored for x in scored) / n,
+                "n_images": len(scored),
             }
             al = results[cat][name]["alignment"]
             print(f"{cat:<10} {name:<22} semalign3d {s['semalign3d']['per_image']['all']:5.1f}"

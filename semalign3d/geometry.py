@@ -68,16 +68,18 @@ def similarity_fit(
     """Least-squares similarity ``target ~ scale * source @ R.T + t`` (Umeyama), batched.
 
     Args:
-        source, target: ``[... x N x 3]`` corresponding points (rows with NaN get weight 0).
+        source, target: ``[... x N x 3]`` corresponding points (rows with NaN or Inf get
+            weight 0).
         weight: optional ``[... x N]`` non-negative point weights.
         allow_reflection: also allow an improper ``R`` (det = -1).
     Returns:
         ``(scale [...], R [... x 3 x 3], t [... x 3])``.
     """
-    bad = torch.isnan(source).any(-1) | torch.isnan(target).any(-1)
+    bad = ~(torch.isfinite(source).all(-1) & torch.isfinite(target).all(-1))
     w = torch.ones_like(source[..., 0]) if weight is None else weight.to(source.dtype)
     w = torch.where(bad, torch.zeros_like(w), w)
-    s, t = source.nan_to_num(), target.nan_to_num()
+    s = torch.where(bad[..., None], torch.zeros_like(source), source)
+    t = torch.where(bad[..., None], torch.zeros_like(target), target)
     wn = w / w.sum(-1, keepdim=True).clamp_min(1e-12)
     ms = (wn[..., None] * s).sum(-2)
     mt = (wn[..., None] * t).sum(-2)

@@ -21,8 +21,9 @@ _SETTINGS = (  # (mallopt id, environment variable, value)
 
 
 def keep_freed_memory() -> bool:
-    """Keep freed memory mapped in this process (glibc ``mallopt``) and in the processes it
-    starts (``MALLOC_*_`` variables, unless already set, e.g. papermill's kernels).
+    """Keep freed memory mapped in this process (glibc ``mallopt``, which overrides any
+    ``MALLOC_*_`` values it was started with) and in the processes it starts (``MALLOC_*_``
+    variables, unless already set: a user's own values reach e.g. papermill's kernels).
 
     Returns:
         Whether this process's allocator took the settings (False off glibc).

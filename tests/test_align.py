@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -414,22 +415,40 @@ def test_pruning_continues_the_kept_hypotheses_exactly(toy):
     """Pruning only drops columns: every kept hypothesis ends exactly where it ends unpruned
     (its AdamW moments are carried over), the pruned ones report inf, and the choice is the
     best kept one."""
-    rep, _, view = toy
+    rep, field, view = toy
     base = replace(scale_schedules(AlignConfig(), 40), n_rotations=6, max_dense_points=60,
                    max_geom_relations=100)
-    model, batch = _batch(rep, view, base, D)
-    full = align(batch, model, base)[0]
-    shapes = []
+    model = prepare_model(rep, base).to(dtype=D)
+    other = render(field, random_rotations(1, 11)[0], torch.tensor([0.0, 0.02, 1.0], dtype=D),
+                   grid=24, seed=2)
+    targets = [make_target(n, DescriptorMap(v.descriptors.features.to(D), v.descriptors.grid),
+                           model, base, mask=v.mask) for n, v in (("a", view), ("b", other))]
+    batch = stack_targets(targets, model, base)
+    full = align(batch, model, base)
+    seen = {}
+
+    def record(t, values, k, f):
+        seen.setdefault("shapes", []).append(k.shape[1])
+
     cfg = replace(base, prune_at=0.5, prune_keep=2)
-    pruned = align(batch, model, cfg, on_step=lambda t, v, k, f: shapes.append(k.shape[1]))[0]
-    assert shapes[:20] == [6] * 20 and shapes[20:] == [2] * 20
-    kept = torch.isfinite(pruned.final_energies)
-    assert int(kept.sum()) == 2
-    torch.testing.assert_close(pruned.final_energies[kept], full.final_energies[kept])
-    # the two kept are the two lowest at the pruning step (the trace holds every hypothesis
-    # up to there; the unpruned run's trace only its best, so compare energies directly)
-    assert pruned.hypothesis in kept.nonzero().flatten().tolist()
-    assert pruned.final_energies[pruned.hypothesis] == pruned.final_energies[kept].min()
-    assert torch.isfinite(pruned.energy).all() and pruned.energy.shape == (40,)
+    pruned = align(batch, model, cfg, on_step=record)
+    assert seen["shapes"][:20] == [6] * 20 and seen["shapes"][20:] == [2] * 20
+    for p, f in zip(pruned, full, strict=True):
+        kept = torch.isfinite(p.final_energies)
+        assert int(kept.sum()) == 2
+        torch.testing.assert_close(p.final_energies[kept], f.final_energies[kept])
+        assert p.final_energies[p.hypothesis] == p.final_energies[kept].min()
+        assert torch.isfinite(p.energy).all() and p.energy.shape == (40,)
+        # pruned hypotheses round-trip through JSON as null
+        back = Alignment.from_dict(json.loads(json.dumps(p.to_dict(), allow_nan=False)))
+        assert torch.equal(back.final_energies, p.final_energies)
+    # the two kept are the two lowest of the unpruned runs at the pruning step: rerun the first
+    # 20 steps unpruned and compare
+    head = align(batch, model, replace(base, n_steps=20))
+    for p, h in zip(pruned, head, strict=True):
+        lowest = set(h.final_energies.argsort()[:2].tolist())
+        assert lowest == set(torch.isfinite(p.final_energies).nonzero().flatten().tolist())
     with pytest.raises(ValueError, match="prune_keep"):
         align(batch, model, replace(cfg, prune_keep=0))
+    with pytest.raises(ValueError, match="prune_at"):
+        align(batch, model, replace(cfg, prune_at=30.0))

@@ -73,3 +73,14 @@ def test_similarity_fit_recovers_a_batch_of_similarities():
     _, r_p, _ = similarity_fit(src[0], src[0] @ mirror)
     _, r_i, _ = similarity_fit(src[0], src[0] @ mirror, allow_reflection=True)
     assert torch.det(r_p) > 0 and torch.allclose(r_i, mirror)
+    # a zero-weighted outlier and an Inf row change nothing; a batch of mirrors stays proper
+    noisy = dst.clone()
+    noisy[0, 0] += 100.0
+    noisy[2, 3] = float("inf")
+    w = torch.ones(5, 7, dtype=torch.float64)
+    w[0, 0] = 0.0
+    s_w, r_w, t_w = similarity_fit(src, noisy, w)
+    torch.testing.assert_close(r_w, rot)
+    torch.testing.assert_close(s_w, scale)
+    _, r_b, _ = similarity_fit(src, src @ mirror)
+    assert (torch.det(r_b) > 0).all()

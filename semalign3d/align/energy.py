@@ -112,6 +112,7 @@ def energy_terms(
         "depth": depth_gauge(keypoints, batch.z_bar),
     }
     if batch.depth is not None and cfg.w_depth_order > 0:
+        # occluded and back-facing points do not vote on the depth order either
         vis = None if log_vis is None else log_vis.exp()
         terms["order"] = depth_order_loss(dense, proj_d, batch.depth, batch.mask, batch.offset,
                                           vis)
@@ -126,5 +127,5 @@ def energy_terms(
 
 def total_energy(terms: dict[str, torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """Eq. 13: ``sum_t w_t L_t`` with ``weights`` = the 7 weight columns of a schedule row
-    (``[6]``, in :data:`TERMS` order). Returns ``[I x H]``."""
+    (``[7]``, in :data:`TERMS` order). Returns ``[I x H]``."""
     return sum(weights[i] * terms[name] for i, name in enumerate(TERMS))

@@ -65,7 +65,9 @@ class Alignment:
             "energy": self.energy.tolist(),
             "terms": {k: v.tolist() for k, v in self.terms.items()},
             "hypothesis": self.hypothesis,
-            "final_energies": self.final_energies.tolist(),
+            # pruned hypotheses (inf) as null: strict JSON has no Infinity
+            "final_energies": [v if math.isfinite(v) else None
+                               for v in self.final_energies.tolist()],
         }
 
     @classmethod
@@ -81,7 +83,7 @@ class Alignment:
             energy=t(d["energy"]),
             terms={k: t(v) for k, v in d["terms"].items()},
             hypothesis=int(d["hypothesis"]),
-            final_energies=t(d["final_energies"]),
+            final_energies=t([math.inf if v is None else v for v in d["final_energies"]]),
         )
 
     def project(self, points: torch.Tensor) -> torch.Tensor:
@@ -195,6 +197,8 @@ def prune_step(cfg: AlignConfig, n_hypotheses: int) -> int | None:
     or None when nothing is pruned."""
     if cfg.prune_keep < 1:
         raise ValueError(f"prune_keep must be >= 1, got {cfg.prune_keep}")
+    if not 0 <= cfg.prune_at < 1:
+        raise ValueError(f"prune_at is a fraction of the steps in [0, 1), got {cfg.prune_at}")
     if not 0 < cfg.prune_at < 1 or cfg.prune_keep >= n_hypotheses:
         return None
     return max(1, round(cfg.prune_at * cfg.n_steps))
@@ -208,8 +212,9 @@ def _gather(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
 
 def _prune(kps, finv, opt, live, energy_all, keep):
     """Keep the ``keep`` live hypotheses of lowest energy (``energy_all [I x H]``, indexed by
-    original hypothesis); AdamW's moments follow their parameters, so a kept hypothesis goes on
-    exactly as it would have."""
+    original hypothesis: the energies evaluated at the previous step, before its update);
+    AdamW's moments follow their parameters, so a kept hypothesis goes on exactly as it would
+    have."""
     with torch.no_grad():
         e = torch.gather(energy_all, 1, live)
         e = torch.where(torch.isfinite(e), e, torch.full_like(e, float("inf")))
