@@ -95,7 +95,8 @@ def main() -> None:
     p.add_argument("--root", required=True, type=Path)
     p.add_argument("--categories", nargs="+", default=["chair", "bottle", "tvmonitor",
                                                         "aeroplane"])
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS),
+                   help="named variants to run (none: only the --extra ones)")
     p.add_argument("--extra", nargs="*", default=[], metavar="NAME=JSON",
                    help='more variants, e.g. \'vis 0.04={"visibility_radius": 0.04}\'')
     p.add_argument("--work", type=Path, default=Path("runs/ablation"), help="run directories")
