@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +41,7 @@ from semalign3d.io import write_json
 from semalign3d.match import nn_match, transfer
 from semalign3d.models.base import DescriptorMap
 from semalign3d.prior.representation import ClassRepresentation, RepresentationError
+from semalign3d.process import single_thread
 
 METHODS = ("nn", "semalign3d")
 
@@ -137,19 +137,6 @@ def build_targets(
     return out
 
 
-@contextmanager
-def _single_thread():
-    """MKL's multi-threaded CPU kernels are not bitwise reproducible across processes (their
-    blocking depends on memory alignment), and the optimisation amplifies the last bit through
-    its argmax choices; aligning on one thread makes a resumed run equal an uninterrupted one."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def align_images(
     images: Sequence[AnnotatedImage],
     descriptors: Sequence[DescriptorMap],
@@ -176,7 +163,7 @@ def align_images(
     for im, d in tqdm(todo, desc=f"align {rep.category}", disable=not progress):
         torch.manual_seed(cfg.seed)
         target = build_targets([im], [d], model, cfg, config, root)[0]
-        with _single_thread():
+        with single_thread():
             batch = stack_targets([target], model, cfg)
             a = align(batch, model, cfg)[0]
         write_json(run.alignment(rep.category, im.name), a.to_dict())

@@ -125,3 +125,34 @@ def test_match_command(dataset, run_dir, tmp_path):
                str(RunDir(run_dir).prior(CAT)), "--encoder", "oracle", "--root", str(dataset),
                "--out", str(out)])
     assert rc == 2  # wrong category: a clear error, no traceback
+
+
+def test_prior_build_does_not_depend_on_the_thread_count(dataset, run_dir, monkeypatch):
+    """build_from_dataset runs on one thread whatever torch is set to: the same file on any
+    machine (multi-threaded reductions change last bits that the refinement amplifies)."""
+    import torch
+
+    import semalign3d.prior.build as build
+    from semalign3d.prior.representation import ClassRepresentation
+
+    seen = []
+    original = build.build_representation
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(build, "build_representation", spy)
+    build_from_dataset = build.build_from_dataset
+    n = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rep = build_from_dataset(dataset, CAT, _config(), cache_dir=run_dir / "features",
+                                 progress=False)
+        assert torch.get_num_threads() == 2  # restored afterwards
+    finally:
+        torch.set_num_threads(n)
+    assert seen == [1]
+    ref = ClassRepresentation.load(RunDir(run_dir).prior(CAT))
+    assert torch.equal(rep.sparse_xyz, ref.sparse_xyz)
+    assert torch.equal(rep.dense_from_sparse, ref.dense_from_sparse)

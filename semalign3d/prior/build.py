@@ -35,6 +35,7 @@ from semalign3d.prior.lifting import (
 from semalign3d.prior.representation import ClassRepresentation
 from semalign3d.prior.sparse import place_greedy, refine
 from semalign3d.prior.statistics import fit_relations, noisy_copies, used_keypoints
+from semalign3d.process import single_thread
 
 
 @dataclass(frozen=True)
@@ -374,21 +375,22 @@ def build_from_dataset(
         else:
             descriptors = list(encoder.encode(records))
     views = [View(r, d, m, f) for (r, m), d, f in zip(pairs, disparity, descriptors, strict=True)]
-    rep = build_representation(
-        views,
-        cfg,
-        category,
-        disparity_span=config.depth.disparity_span,
-        erode_iterations=config.masks.erode_iterations,
-        progress=progress,
-        meta={
-            "dataset_root": str(Path(root).resolve()),
-            "full_config": to_dict(config),
-            "encoder": getattr(encoder, "name", type(encoder).__name__),
-            "depth_model": getattr(depth, "name", type(depth).__name__),
-            "mask_source": config.masks.train_source,
-            "load_timings_s": timings,
-        },
-    )
+    with single_thread():  # the same prior on any machine (see semalign3d.process)
+        rep = build_representation(
+            views,
+            cfg,
+            category,
+            disparity_span=config.depth.disparity_span,
+            erode_iterations=config.masks.erode_iterations,
+            progress=progress,
+            meta={
+                "dataset_root": str(Path(root).resolve()),
+                "full_config": to_dict(config),
+                "encoder": getattr(encoder, "name", type(encoder).__name__),
+                "depth_model": getattr(depth, "name", type(depth).__name__),
+                "mask_source": config.masks.train_source,
+                "load_timings_s": timings,
+            },
+        )
     rep.meta["images_skipped"] = {**skipped, **rep.meta["images_skipped"]}
     return rep
