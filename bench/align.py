@@ -20,6 +20,7 @@ import time
 
 import torch
 
+from semalign3d.align.hypotheses import cube_starts
 from semalign3d.align.model import AlignModel
 from semalign3d.align.optimize import align
 from semalign3d.align.target import AlignTarget, stack_targets
@@ -83,7 +84,8 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
-    cfg = replace(scale_schedules(AlignConfig(), a.steps), n_rotations=a.hypotheses,
+    # the hot loop's cost per hypothesis does not depend on how the starts were chosen
+    cfg = replace(scale_schedules(cube_starts(AlignConfig(), a.hypotheses), a.steps),
                   compile=a.compile)
     model = random_model(a.keypoints, a.dense, a.channels, a.relations).to(dev)
     print(f"device={dev} threads={torch.get_num_threads()} K={a.keypoints} N={a.dense} "

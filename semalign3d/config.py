@@ -71,9 +71,11 @@ class Schedule:
         t0, t1, v0, v1 = ts[i - 1], ts[i], vs[i - 1], vs[i]
         return v0 + (v1 - v0) * (t - t0) / (t1 - t0)
 
-    def table(self, n_steps: int) -> list[float]:
-        """The value at every step ``0 .. n_steps-1`` (precomputed once, outside a hot loop)."""
-        return [self(t) for t in range(n_steps)]
+    def table(self, n_steps: int, start: float = 0.0) -> list[float]:
+        """The value at every step ``0 .. n_steps-1`` (precomputed once, outside a hot loop);
+        with ``start > 0`` the part from ``start`` to ``n_steps`` is stretched over them."""
+        k = (n_steps - start) / n_steps
+        return [self(start + k * t) for t in range(n_steps)]
 
     def to_dict(self) -> dict[str, list[float]]:
         return {"timesteps": list(self.timesteps), "values": list(self.values)}
@@ -324,8 +326,15 @@ class AlignConfig:
     w_chirality: float = 1.0  # [R] weight of L_chiral, the mirror-twin breaker (align/chirality.py)
     chirality_min_cos: float = 0.3  # [R] |E[cos_z]| a triangle+apex relation needs for L_chiral
     chirality_tau: float = 0.05  # [R] softness of L_chiral's wrong-side penalty (cosine units)
-    n_rotations: int = 24  # [R] rotation hypotheses per image (first 24: cube group, PCA frame)
+    # starting poses ([R], method.md §5.2.6; measured in bench/ablation.py, book chapter 7)
+    n_fitted_starts: int = 1  # [R] starts per image fitted to its evidence (align/fitted_starts.py)
+    n_rotations: int = 0  # [R] uninformed cube-rotation starts (they need schedule_skip 0)
     mirror_hypotheses: bool = False  # [R] also try mirrored canonical clouds
+    fit_candidates: int = 240  # [R] candidate rotations the fitted starts are chosen from
+    fit_sigma: float = 0.05  # [R] spatial width (normalised) of the fitted starts' ICP and score
+    fit_iterations: int = 5  # [R] ICP rounds per candidate
+    fit_min_angle: float = 30.0  # [R] degrees between any two fitted starts of one image
+    schedule_skip: float = 0.75  # [R] schedules start this far in (fitted starts: no coarse phase)
     prune_at: float = 0.0  # [R] fraction of the steps after which only prune_keep go on (0 = off)
     prune_keep: int = 4  # [R] hypotheses per image kept at prune_at (lowest energy)
     optimize_focal: bool = True  # [N] optimise f jointly with the keypoints

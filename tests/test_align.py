@@ -20,6 +20,7 @@ from semalign3d.align.energy import (
 from semalign3d.align.hypotheses import (
     Hypotheses,
     cube_rotations,
+    cube_starts,
     initial_hypotheses,
     principal_frame,
     random_rotations,
@@ -224,7 +225,7 @@ def test_true_pose_beats_a_wrong_pose(toy):
 
 # ------------------------------------------------------------------------------ schedules
 def test_schedule_tables_follow_table5():
-    tab = schedule_tables(AlignConfig())
+    tab = schedule_tables(replace(AlignConfig(), schedule_skip=0.0))
     expect = {  # step: (sigma_dense, sigma_sparse, w_sparse, w_background)
         0: (1.0, 1.0, 0.0, 1.0),
         300: (0.1, 0.1, 0.0, 10.0),
@@ -237,18 +238,32 @@ def test_schedule_tables_follow_table5():
         assert (v["sigma_dense"], v["sigma_sparse"], v["w_sparse"], v["w_background"]) == \
             pytest.approx((sd, ss, ws, wb))
         assert (v["w_dense"], v["w_geom"], v["w_depth"]) == pytest.approx((1.0, 0.5, 10.0))
-    bottle = schedule_tables(table5("bottle"))
+    bottle = schedule_tables(table5("bottle", replace(AlignConfig(), schedule_skip=0.0)))
     assert bottle.at(300)["sigma_sparse"] == pytest.approx(0.3)
     assert bottle.at(800)["w_background"] == pytest.approx(0.5)
     # the CPU profile keeps the shape on 200 steps: step 60 <-> Table 5's step 300
-    assert schedule_tables(scale_schedules(AlignConfig(), 200)).at(60)["sigma_dense"] == \
-        pytest.approx(0.1)
+    assert schedule_tables(scale_schedules(cube_starts(AlignConfig(), 8), 200)).at(60)[
+        "sigma_dense"] == pytest.approx(0.1)
+
+
+def test_schedule_skip_starts_later_in_table5():
+    cfg = scale_schedules(replace(AlignConfig(), schedule_skip=0.5), 200)
+    tab = schedule_tables(cfg)
+    # step 0 is Table 5's step 500; the remaining half is stretched over the 200 steps
+    assert tab.at(0)["sigma_dense"] == pytest.approx(0.03)
+    assert tab.at(0)["w_background"] == pytest.approx(100.0)
+    assert tab.at(80)["sigma_sparse"] == pytest.approx(0.05)  # Table 5's step 700
+    assert tab.at(80)["w_sparse"] == pytest.approx(10.0)
+    assert len(tab.values) == 200
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="schedule_skip"):
+            schedule_tables(replace(AlignConfig(), schedule_skip=bad))
 
 
 def test_schedules_drive_the_loop(toy):
     """The loop uses Table 5's values (stretched to 100 steps: step t <-> Table 5's 10 t)."""
     rep, _, view = toy
-    cfg = replace(scale_schedules(AlignConfig(), 100), n_rotations=1, max_dense_points=20,
+    cfg = replace(scale_schedules(cube_starts(AlignConfig(), 1), 100), max_dense_points=20,
                   max_geom_relations=50)
     model, batch = _batch(rep, view, cfg)
     seen = {}
@@ -272,7 +287,8 @@ def test_schedules_drive_the_loop(toy):
 def test_profiles():
     cpu = category_config("chair", AlignConfig(), "cpu")
     assert cpu.n_steps == 400 and cpu.sigma_sparse_inference == 0.01
-    assert (cpu.n_rotations, cpu.prune_at) == (8, 0.0)
+    assert (cpu.n_rotations, cpu.n_fitted_starts, cpu.prune_at) == (0, 1, 0.0)
+    assert category_config("chair", cube_starts(AlignConfig(), 24), "cpu").n_rotations == 8
     assert cpu.sigma_dense.timesteps == pytest.approx((0, 120, 200))  # Table 5: 0, 300, 500
     assert apply_profile(AlignConfig(), "paper") == AlignConfig()
     with pytest.raises(ValueError, match="profile"):
@@ -302,7 +318,7 @@ def test_principal_frame_is_a_rotation():
 
 def test_initial_hypotheses_placement(toy):
     rep, _, view = toy
-    cfg = replace(AlignConfig(), n_rotations=6, mirror_hypotheses=True)
+    cfg = replace(cube_starts(AlignConfig(), 6), mirror_hypotheses=True)
     model, batch = _batch(rep, view, cfg)
     h = initial_hypotheses(batch, model, cfg)
     assert h.keypoints.shape == (1, 12, 8, 3) and int(h.mirrored.sum()) == 6
@@ -316,7 +332,8 @@ def test_initial_hypotheses_placement(toy):
     mid = (pd.amax(-2) + pd.amin(-2)) / 2
     assert torch.allclose(mid, batch.center[:, None].expand(1, 12, 2), atol=0.04)
     # mirrored hypotheses are improper copies of the canonical cloud
-    assert torch.linalg.det(h.rotations[6:]).tolist() == pytest.approx([-1.0] * 6)
+    assert torch.linalg.det(h.rotations[0, 6:]).tolist() == pytest.approx([-1.0] * 6)
+    assert not bool(h.fitted.any())
 
 
 # ------------------------------------------------------------------------------ bad input
@@ -360,7 +377,7 @@ def test_recovers_known_pose_from_perturbed_start(toy):
     kx = torch.tensor([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
     rot = torch.linalg.matrix_exp(0.3 * kx)
     start = (true - c) @ rot.T + c + torch.tensor([0.01, -0.005, 0.0])
-    init = Hypotheses(start[None, None], torch.tensor([[0.25]]), torch.eye(3)[None],
+    init = Hypotheses(start[None, None], torch.tensor([[0.25]]), torch.eye(3)[None, None],
                       torch.zeros(1, dtype=torch.bool))
     a = align(batch, model, cfg, init=init)[0]
     px, shape = _pose_errors(a, view)
@@ -380,7 +397,7 @@ def test_recovers_known_pose_from_perturbed_start(toy):
 
 def test_multi_hypothesis_search_and_determinism(toy):
     rep, _, view = toy
-    cfg = replace(scale_schedules(AlignConfig(), 100), n_rotations=8, max_dense_points=120)
+    cfg = replace(scale_schedules(cube_starts(AlignConfig(), 8), 100), max_dense_points=120)
     model, batch = _batch(rep, view, cfg)
     a = align(batch, model, cfg)[0]
     b = align(batch, model, cfg)[0]
@@ -416,7 +433,7 @@ def test_pruning_continues_the_kept_hypotheses_exactly(toy):
     (its AdamW moments are carried over), the pruned ones report inf, and the choice is the
     best kept one."""
     rep, field, view = toy
-    base = replace(scale_schedules(AlignConfig(), 40), n_rotations=6, max_dense_points=60,
+    base = replace(scale_schedules(cube_starts(AlignConfig(), 6), 40), max_dense_points=60,
                    max_geom_relations=100)
     model = prepare_model(rep, base).to(dtype=D)
     other = render(field, random_rotations(1, 11)[0], torch.tensor([0.0, 0.02, 1.0], dtype=D),

@@ -33,7 +33,7 @@ def test_pick_pairs_keeps_pairs_among_the_most_frequent_images():
 def test_recorded_trajectory_and_alignment_agree():
     rep, field_ = toy_representation(n_dense=60, channels=8)
     view = render(field_, torch.eye(3), torch.tensor([0.0, 0.0, 1.0]), grid=12, n_surface=3000)
-    cfg = pipeline.align_config("toybox", n_steps=10, n_hypotheses=2, max_geom_relations=0)
+    cfg = pipeline.align_config("toybox", n_steps=10, n_rotations=2, max_geom_relations=0)
     base = torch.optim.AdamW
     als, model, batch, traj = pipeline.align_images(
         rep, [view.descriptors], ["toy"], cfg, record_every=4, masks=[view.mask]

@@ -55,7 +55,7 @@ def _evaluate(dataset, run, monkeypatch):
         cfg = category_config(category, base, "cpu")
         from semalign3d.config import scale_schedules
 
-        return replace(scale_schedules(cfg, 40), n_rotations=4, max_dense_points=60,
+        return replace(scale_schedules(cfg, 40), n_fitted_starts=3, max_dense_points=60,
                        max_geom_relations=200)
 
     monkeypatch.setattr(ex, "category_config", tiny)
@@ -111,7 +111,7 @@ def test_evaluate_command_and_bad_method(dataset, run_dir, tmp_path, capsys):
 def test_match_command(dataset, run_dir, tmp_path):
     img = sorted((dataset / "JPEGImages" / CAT).glob("*.jpg"))
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("align:\n  n_rotations: 2\n  max_dense_points: 40\n"
+    cfg.write_text("align:\n  n_fitted_starts: 2\n  max_dense_points: 40\n"
                    "  max_geom_relations: 100\n")
     out = tmp_path / "match"
     rc = main(["match", str(img[0]), str(img[1]), "--category", CAT, "--prior",

@@ -46,8 +46,12 @@ class ScheduleTables:
 def schedule_tables(
     cfg: AlignConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None
 ) -> ScheduleTables:
-    """Evaluate every Table 5 schedule at every step, once."""
-    cols = [getattr(cfg, n).table(cfg.n_steps) for n in SCHEDULES[:-2]]
+    """Evaluate every Table 5 schedule at every step, once (from ``cfg.schedule_skip`` of the
+    way in, stretched over the steps)."""
+    if not 0 <= cfg.schedule_skip < 1:
+        raise ValueError(f"schedule_skip is a fraction in [0, 1), got {cfg.schedule_skip}")
+    start = cfg.schedule_skip * cfg.n_steps
+    cols = [getattr(cfg, n).table(cfg.n_steps, start) for n in SCHEDULES[:-2]]
     cols += [[cfg.w_depth_order] * cfg.n_steps, [cfg.w_chirality] * cfg.n_steps]
     # contiguous rows: a compiled energy guards on the stride of the row it is given
     vals = torch.tensor(cols, dtype=dtype or torch.float32, device=device).T.contiguous()

@@ -6,7 +6,9 @@ then each hypothesis applies one of the 24 rotations of the cube (ordered so tha
 spread out) followed by seeded uniform random rotations when more are asked for. Mirrored
 hypotheses (``x -> -x`` in the principal frame) can be added. Each hypothesis is centred on the
 ray through the object's centre at depth ``z_bar`` and scaled so that the projected dense cloud
-spans the object's extent.
+spans the object's extent. These uninformed starts need Table 5's whole coarse-to-fine schedule
+(:func:`cube_starts`). The default is instead one start fitted to each image
+(:mod:`semalign3d.align.fitted_starts`, ``cfg.n_fitted_starts``), placed after any cube starts.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from dataclasses import dataclass
 
 import torch
 
+from semalign3d.align.fitted_starts import fitted_starts
 from semalign3d.align.model import AlignModel
 from semalign3d.align.target import TargetBatch
-from semalign3d.config import AlignConfig
+from semalign3d.config import AlignConfig, replace
 
 
 def cube_rotations(dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -76,6 +79,12 @@ def principal_frame(points: torch.Tensor) -> torch.Tensor:
     return vh.to(points.dtype)
 
 
+def cube_starts(cfg: AlignConfig, n: int) -> AlignConfig:
+    """``cfg`` with ``n`` uninformed cube-rotation starts instead of fitted ones, and the whole
+    coarse-to-fine schedule they need (Table 5 as published: ``schedule_skip`` 0)."""
+    return replace(cfg, n_rotations=n, n_fitted_starts=0, schedule_skip=0.0)
+
+
 @dataclass(frozen=True)
 class Hypotheses:
     """Initial state of the optimisation.
@@ -83,19 +92,38 @@ class Hypotheses:
     Attributes:
         keypoints: ``[I x H x K x 3]`` camera-frame keypoints.
         focal_inv: ``[I x H]`` inverse focal lengths.
-        rotations: ``[H x 3 x 3]`` rotation applied in the principal frame.
-        mirrored: ``[H]`` bool: the hypothesis starts from the mirrored cloud.
+        rotations: ``[I x H x 3 x 3]`` rotation of the principal-frame cloud into the camera
+            (det -1 for a mirrored start).
+        fitted: ``[H]`` bool: the start was fitted to the image
+            (:mod:`semalign3d.align.fitted_starts`), not a fixed cube rotation.
     """
 
     keypoints: torch.Tensor
     focal_inv: torch.Tensor
     rotations: torch.Tensor
-    mirrored: torch.Tensor
+    fitted: torch.Tensor
+
+    @property
+    def mirrored(self) -> torch.Tensor:
+        """``[I x H]`` bool: the start is a mirror image of the canonical cloud."""
+        return torch.linalg.det(self.rotations) < 0
 
 
 def initial_hypotheses(batch: TargetBatch, model: AlignModel, cfg: AlignConfig) -> Hypotheses:
-    """Place ``cfg.n_rotations`` (x2 with ``cfg.mirror_hypotheses``) rotated copies of the
-    canonical cloud in front of every image's object (see the module docstring)."""
+    """``cfg.n_rotations`` cube-rotated copies of the canonical cloud in front of every image's
+    object (x2 with ``cfg.mirror_hypotheses``; see the module docstring), then
+    ``cfg.n_fitted_starts`` poses fitted to each image (:mod:`semalign3d.align.fitted_starts`,
+    chosen among ``cfg.fit_candidates`` rotations, mirrored ones too with
+    ``cfg.mirror_hypotheses``)."""
+    if cfg.n_rotations + cfg.n_fitted_starts < 1:
+        raise ValueError("need at least one hypothesis: n_rotations + n_fitted_starts is 0")
+    if cfg.n_rotations > 0 and cfg.schedule_skip > 0:
+        raise ValueError(
+            f"{cfg.n_rotations} cube-rotation starts with schedule_skip {cfg.schedule_skip}: "
+            "uninformed starts need the whole coarse-to-fine schedule, so set schedule_skip: 0 "
+            "with them (semalign3d.align.hypotheses.cube_starts), or n_rotations: 0 for the "
+            "default start fitted to the image"
+        )
     dev, dt = batch.cells.device, batch.cells.dtype
     kps = model.sparse_xyz.to(dev, dt)
     dense = model.deform(kps[None])[0]
@@ -103,12 +131,34 @@ def initial_hypotheses(batch: TargetBatch, model: AlignModel, cfg: AlignConfig) 
     frame = principal_frame(dense)
     kps_f = (kps - centre) @ frame.T
     dense_f = (dense - centre) @ frame.T
-    rots = rotation_hypotheses(cfg.n_rotations, cfg.seed, dt).to(dev)
-    mirrored = torch.zeros(len(rots), dtype=torch.bool, device=dev)
-    if cfg.mirror_hypotheses:
-        flip = torch.diag(torch.tensor([-1.0, 1.0, 1.0], device=dev, dtype=dt))
-        rots = torch.cat([rots, rots @ flip])
-        mirrored = torch.cat([mirrored, ~mirrored])
+    flip = torch.diag(torch.tensor([-1.0, 1.0, 1.0], device=dev, dtype=dt))
+
+    def with_mirrors(rots: torch.Tensor) -> torch.Tensor:
+        return torch.cat([rots, rots @ flip]) if cfg.mirror_hypotheses else rots
+
+    i_n = batch.num_images
+    parts_k, parts_r = [], []
+    if cfg.n_rotations > 0:
+        rots = with_mirrors(rotation_hypotheses(cfg.n_rotations, cfg.seed, dt).to(dev))
+        parts_k.append(_box_placement(batch, kps_f, dense_f, rots, cfg))
+        parts_r.append(rots.expand(i_n, -1, 3, 3))
+    n_cube = sum(p.shape[1] for p in parts_k)
+    if cfg.n_fitted_starts > 0:
+        cands = with_mirrors(rotation_hypotheses(cfg.fit_candidates, cfg.seed + 1, dt).to(dev))
+        cam, r3 = fitted_starts(batch, model, cfg, kps_f, cands, cfg.n_fitted_starts)
+        parts_k.append(cam)
+        parts_r.append(r3)
+    keypoints = torch.cat(parts_k, 1)
+    h_n = keypoints.shape[1]
+    focal_inv = torch.full((i_n, h_n), abs(cfg.focal_init_inv), device=dev, dtype=dt)
+    fitted = torch.arange(h_n, device=dev) >= n_cube
+    return Hypotheses(keypoints, focal_inv, torch.cat(parts_r, 1), fitted)
+
+
+def _box_placement(batch: TargetBatch, kps_f: torch.Tensor, dense_f: torch.Tensor,
+                   rots: torch.Tensor, cfg: AlignConfig) -> torch.Tensor:
+    """Camera keypoints ``[I x H x K x 3]`` of rotated copies placed so that the projected dense
+    cloud spans the object's box, on the ray through its centre at depth ``z_bar``."""
     k_h = kps_f @ rots.transpose(-1, -2)  # [H x K x 3]
     d_h = dense_f @ rots.transpose(-1, -2)  # [H x N x 3]
     span = (d_h[..., :2].amax(-2) - d_h[..., :2].amin(-2)).amax(-1).clamp_min(1e-9)  # [H]
@@ -119,6 +169,4 @@ def initial_hypotheses(batch: TargetBatch, model: AlignModel, cfg: AlignConfig) 
     ray = (batch.center - batch.principal) / f0  # [I x 2] xy per unit depth
     txy = ray[:, None] * z[..., None] - scale[..., None] * mid[None]  # [I x H x 2]
     t = torch.cat([txy, z[..., None].expand(-1, len(rots), 1)], -1)
-    keypoints = scale[..., None, None] * k_h[None] + t[:, :, None, :]
-    focal_inv = torch.full(scale.shape, abs(cfg.focal_init_inv), device=dev, dtype=dt)
-    return Hypotheses(keypoints, focal_inv, rots, mirrored)
+    return scale[..., None, None] * k_h[None] + t[:, :, None, :]

@@ -105,16 +105,22 @@ def representation(
 
 
 def align_config(
-    category: str, n_steps: int, n_hypotheses: int, cell_stride: int = 1,
+    category: str, n_steps: int, n_rotations: int = 0, cell_stride: int = 1,
     max_dense_points: int = 0, max_geom_relations: int = 2000, **changes,
 ) -> AlignConfig:
     """Table 5 for ``category`` with every schedule stretched to ``n_steps`` (the shape of
-    ``semalign3d.align.profiles``' ``cpu`` profile, with the sizes given); then ``changes``
-    (schedules as numbers or ``{timesteps, values}`` in *scaled* steps)."""
-    cfg = scale_schedules(table5(category), n_steps)
-    return replace(cfg, n_rotations=n_hypotheses, cell_stride=cell_stride,
-                   max_dense_points=max_dense_points, max_geom_relations=max_geom_relations,
-                   **changes)
+    ``semalign3d.align.profiles``' ``cpu`` profile, with the sizes given); ``n_rotations > 0``
+    replaces the default start fitted to each image by that many uninformed cube-rotation starts
+    with the whole coarse-to-fine schedule (:func:`semalign3d.align.hypotheses.cube_starts`);
+    then ``changes`` (schedules as numbers or ``{timesteps, values}`` in *scaled* steps)."""
+    from semalign3d.align.hypotheses import cube_starts
+
+    cfg = table5(category)
+    if n_rotations > 0:
+        cfg = cube_starts(cfg, n_rotations)
+    cfg = scale_schedules(cfg, n_steps)
+    return replace(cfg, cell_stride=cell_stride, max_dense_points=max_dense_points,
+                   max_geom_relations=max_geom_relations, **changes)
 
 
 def build_encoder(root: str | Path, encoder: str = "oracle", device: str = "auto", **knobs):

@@ -30,8 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", default=None, help="override config.depth.name")
     p.add_argument("--config", type=Path, default=None, help="YAML with a full Config")
     p.add_argument("--profile", choices=["cpu", "paper"], default="cpu",
-                   help="alignment size: 'cpu' (400 steps, 8 hypotheses, 30x30 grid) or 'paper' "
-                   "(Table 5: 1000 steps, 24 hypotheses; GPU)")
+                   help="alignment size: 'cpu' (400 steps, 30x30 grid, 300 dense points) or "
+                   "'paper' (Table 5's 1000 steps, full size; GPU)")
     p.add_argument("--split", default="test", choices=["trn", "val", "test"])
     p.add_argument("--steps", type=int, default=None,
                    help="override the profile's step count (schedules keep Table 5's shape)")
