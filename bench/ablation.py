@@ -35,6 +35,7 @@ VARIANTS: dict[str, tuple[dict, bool]] = {
     "no chirality": ({"w_chirality": 0.0}, False),
     "no facing": ({"facing_tau": 0.0}, False),
     # starting poses: the default is one fitted start entering the schedules at 0.75
+    "fitted 2": ({"n_fitted_starts": 2}, False),
     "fitted 4": ({"n_fitted_starts": 4}, False),
     "fitted: 480 candidates": ({"fit_candidates": 480}, False),
     "fitted: schedule_skip 0.5": ({"schedule_skip": 0.5}, False),
