@@ -327,6 +327,25 @@ def test_is_fresh_needs_newer_copy_and_same_parameters(tmp_path: Path):
     os.utime(src, (3000, 3000))
     assert not execute.is_fresh(out, src, {"a": 1})
     assert not execute.is_fresh(tmp_path / "missing.ipynb", src, {})
+    # any newer dependency (package code, measured results) makes the copy stale too
+    dep = tmp_path / "measured.json"
+    dep.write_text("{}")
+    os.utime(src, (1000, 1000))
+    os.utime(dep, (2500, 2500))
+    assert execute.is_fresh(out, [src, tmp_path / "gone.json"], {"a": 1})
+    assert not execute.is_fresh(out, [src, dep], {"a": 1})
+
+
+def test_chapter_dependencies_are_the_package_and_the_measurements(tmp_path: Path):
+    from semalign3d.book.toc import Chapter
+
+    (tmp_path / "book" / "chapters").mkdir(parents=True)
+    (tmp_path / "book" / "measured").mkdir()
+    (tmp_path / "book" / "measured" / "a.json").write_text("{}")
+    ch = Chapter("c", "chapters/c", tmp_path / "book" / "chapters" / "c.md")
+    deps = execute.dependencies(ch)
+    assert tmp_path / "book" / "measured" / "a.json" in deps
+    assert any(d.name == "fitted_starts.py" for d in deps)
 
 
 def test_stderr_warnings_finds_python_warnings_only():

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,9 +47,13 @@ def _normal(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
 
-def is_fresh(output: Path, source: Path, parameters: dict[str, Any]) -> bool:
-    """The executed copy is newer than its source and was run with the same parameters."""
-    if not output.is_file() or output.stat().st_mtime <= source.stat().st_mtime:
+def is_fresh(output: Path, sources: Path | Sequence[Path], parameters: dict[str, Any]) -> bool:
+    """The executed copy is newer than every one of its sources (the chapter and what its
+    outputs depend on: the package, the measured results) and was run with the same
+    parameters."""
+    sources = [sources] if isinstance(sources, Path) else list(sources)
+    newest = max((f.stat().st_mtime for f in sources if f.is_file()), default=0.0)
+    if not output.is_file() or output.stat().st_mtime <= newest:
         return False
     try:
         meta = nbformat.read(output, as_version=4).metadata.get("papermill", {})
@@ -71,6 +76,16 @@ def stderr_warnings(nb) -> list[str]:
     return found
 
 
+def dependencies(chapter: Chapter) -> list[Path]:
+    """Files besides its source that a chapter's outputs depend on: the ``semalign3d`` package
+    and the committed measurements in ``book/measured/`` (a chapter is in ``book/chapters/``)."""
+    import semalign3d
+
+    package = sorted(Path(semalign3d.__file__).parent.rglob("*.py"))
+    measured = sorted(chapter.source.parent.parent.joinpath("measured").glob("*"))
+    return package + measured
+
+
 def execute(
     chapter: Chapter,
     parameters: dict[str, Any],
@@ -89,7 +104,7 @@ def execute(
     from papermill.exceptions import PapermillExecutionError
 
     output = Path(output)
-    if not force and is_fresh(output, chapter.source, parameters):
+    if not force and is_fresh(output, [chapter.source, *dependencies(chapter)], parameters):
         return Execution(chapter.name, output, 0.0, True)
     output.parent.mkdir(parents=True, exist_ok=True)
     source_nb = output.with_name(f".{output.stem}.source.ipynb")
