@@ -398,7 +398,9 @@ def test_recovers_known_pose_from_perturbed_start(toy):
 def test_multi_hypothesis_search_and_determinism(toy):
     rep, _, view = toy
     cfg = replace(scale_schedules(cube_starts(AlignConfig(), 8), 100), max_dense_points=120)
-    model, batch = _batch(rep, view, cfg)
+    # float64: which start wins must not hinge on float32 rounding of the starts (in float32 a
+    # last-bit change of one start's placement moved the winner from 16.8 to 19.3 px)
+    model, batch = _batch(rep, view, cfg, D)
     a = align(batch, model, cfg)[0]
     b = align(batch, model, cfg)[0]
     assert a.to_dict() == b.to_dict()

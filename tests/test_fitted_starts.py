@@ -172,3 +172,26 @@ def test_fitted_starts_do_not_depend_on_the_batch(toy_field):
     for i, t in enumerate(targets):
         alone = initial_hypotheses(stack_targets([t], model, cfg), model, cfg)
         torch.testing.assert_close(h.keypoints[i], alone.keypoints[0])
+
+
+def test_place_hand_computed():
+    """a = 0.5, b = (0.3, 0.2) at z = 2, f = 4, principal (0.5, 0.5): s = 0.25 and
+    t_xy = (b - pp) z / f = (-0.1, -0.15); the pinhole image of the points is a p + b."""
+    from semalign3d.align.placement import box_fit, place
+
+    batch = _tables(torch.zeros(1, 1, 2, dtype=D), torch.zeros(1, 1, 2, dtype=D))
+    batch = TargetBatch(batch.names, batch.cells, batch.weight, batch.log_sem_dense,
+                        batch.log_sem_sparse, batch.mask, batch.offset,
+                        torch.tensor([[0.5, 0.5]], dtype=D), torch.tensor([[0.4, 0.6]], dtype=D),
+                        torch.tensor([0.2], dtype=D), torch.tensor([2.0], dtype=D), None,
+                        batch.sizes)
+    x = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]], dtype=D)
+    cam = place(x, torch.eye(3, dtype=D)[None, None], torch.tensor([[0.5]], dtype=D),
+                torch.tensor([[[0.3, 0.2]]], dtype=D), batch, 4.0)
+    torch.testing.assert_close(cam[0, 0], torch.tensor([[-0.1, -0.15, 2.0], [0.15, -0.15, 2.0]],
+                                                        dtype=D))
+    uv = 4.0 * cam[0, 0, :, :2] / cam[0, 0, :, 2:] + 0.5
+    torch.testing.assert_close(uv, torch.tensor([[0.3, 0.2], [0.8, 0.2]], dtype=D))
+    # the box fit: a cloud spanning 2 units is scaled to the box's extent 0.2, centred on it
+    a, b = box_fit(torch.tensor([[[-1.0, 0.0, 0.0], [1.0, 0.5, 0.0]]], dtype=D), batch)
+    assert a.item() == pytest.approx(0.1) and b[0, 0].tolist() == pytest.approx([0.4, 0.575])

@@ -20,6 +20,7 @@ import torch
 
 from semalign3d.align.fitted_starts import fitted_starts
 from semalign3d.align.model import AlignModel
+from semalign3d.align.placement import box_fit, place
 from semalign3d.align.target import TargetBatch
 from semalign3d.config import AlignConfig, replace
 
@@ -140,8 +141,10 @@ def initial_hypotheses(batch: TargetBatch, model: AlignModel, cfg: AlignConfig) 
     parts_k, parts_r = [], []
     if cfg.n_rotations > 0:
         rots = with_mirrors(rotation_hypotheses(cfg.n_rotations, cfg.seed, dt).to(dev))
-        parts_k.append(_box_placement(batch, kps_f, dense_f, rots, cfg))
-        parts_r.append(rots.expand(i_n, -1, 3, 3))
+        rots_i = rots.expand(i_n, -1, 3, 3)
+        a, b = box_fit(dense_f @ rots.transpose(-1, -2), batch)
+        parts_k.append(place(kps_f, rots_i, a, b, batch, 1.0 / abs(cfg.focal_init_inv)))
+        parts_r.append(rots_i)
     n_cube = sum(p.shape[1] for p in parts_k)
     if cfg.n_fitted_starts > 0:
         cands = with_mirrors(rotation_hypotheses(cfg.fit_candidates, cfg.seed + 1, dt).to(dev))
@@ -154,19 +157,3 @@ def initial_hypotheses(batch: TargetBatch, model: AlignModel, cfg: AlignConfig) 
     fitted = torch.arange(h_n, device=dev) >= n_cube
     return Hypotheses(keypoints, focal_inv, torch.cat(parts_r, 1), fitted)
 
-
-def _box_placement(batch: TargetBatch, kps_f: torch.Tensor, dense_f: torch.Tensor,
-                   rots: torch.Tensor, cfg: AlignConfig) -> torch.Tensor:
-    """Camera keypoints ``[I x H x K x 3]`` of rotated copies placed so that the projected dense
-    cloud spans the object's box, on the ray through its centre at depth ``z_bar``."""
-    k_h = kps_f @ rots.transpose(-1, -2)  # [H x K x 3]
-    d_h = dense_f @ rots.transpose(-1, -2)  # [H x N x 3]
-    span = (d_h[..., :2].amax(-2) - d_h[..., :2].amin(-2)).amax(-1).clamp_min(1e-9)  # [H]
-    f0 = 1.0 / abs(cfg.focal_init_inv)
-    z = batch.z_bar[:, None]  # [I x 1]
-    scale = batch.extent[:, None] * z / (f0 * span[None])  # [I x H]
-    mid = (d_h[..., :2].amax(-2) + d_h[..., :2].amin(-2)) / 2  # [H x 2]
-    ray = (batch.center - batch.principal) / f0  # [I x 2] xy per unit depth
-    txy = ray[:, None] * z[..., None] - scale[..., None] * mid[None]  # [I x H x 2]
-    t = torch.cat([txy, z[..., None].expand(-1, len(rots), 1)], -1)
-    return scale[..., None, None] * k_h[None] + t[:, :, None, :]
