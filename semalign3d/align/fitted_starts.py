@@ -147,8 +147,9 @@ def fitted_starts(
     keypoints: torch.Tensor,
     rotations: torch.Tensor,
     n: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ``n`` best fitted candidates of every image (see the module docstring).
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Every candidate fitted to every image, and the ``n`` best of each (see the module
+    docstring).
 
     Args:
         batch: the images; model: the category model.
@@ -158,8 +159,9 @@ def fitted_starts(
         rotations: ``[J x 3 x 3]`` candidate rotations (improper ones give mirrored starts).
         n: starts to return per image.
     Returns:
-        ``(camera_keypoints [I x n x K x 3], rotation [I x n x 3 x 3])``: the fitted poses
-        (rotation = in-plane fit times the candidate) at depth ``batch.z_bar``.
+        ``(camera_keypoints [I x J x K x 3], rotation [I x J x 3 x 3], best [I x n])``: the
+        fitted poses (rotation = in-plane fit times the candidate) at depth ``batch.z_bar``,
+        and the indices of the ones to start from, best first.
     """
     f0 = 1.0 / abs(cfg.focal_init_inv)
     rot_k = keypoints @ rotations.transpose(-1, -2)  # [J x K x 3]
@@ -176,10 +178,7 @@ def fitted_starts(
         _score(cam[:, c : c + _CHUNK], f0, batch, model, cfg)
         for c in range(0, j_n, _CHUNK)
     ], 1)
-    sel = select_diverse(scores, r3, n, cfg.fit_min_angle)  # [I x n]
-    take = lambda x: torch.gather(  # noqa: E731
-        x, 1, sel.reshape(i_n, n, *([1] * (x.dim() - 2))).expand(i_n, n, *x.shape[2:]))
-    return take(cam), take(r3)
+    return cam, r3, select_diverse(scores, r3, n, cfg.fit_min_angle)
 
 
 @torch.no_grad()

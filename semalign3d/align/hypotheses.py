@@ -86,6 +86,12 @@ def cube_starts(cfg: AlignConfig, n: int) -> AlignConfig:
     return replace(cfg, n_rotations=n, n_fitted_starts=0, schedule_skip=0.0)
 
 
+def gather_hypotheses(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
+    """Columns ``sel [I x k]`` of ``x [I x H x ...]`` (per image, some of its hypotheses)."""
+    idx = sel.reshape(*sel.shape, *([1] * (x.dim() - 2))).expand(*sel.shape, *x.shape[2:])
+    return torch.gather(x, 1, idx)
+
+
 @dataclass(frozen=True)
 class Hypotheses:
     """Initial state of the optimisation.
@@ -148,12 +154,11 @@ def initial_hypotheses(batch: TargetBatch, model: AlignModel, cfg: AlignConfig) 
     n_cube = sum(p.shape[1] for p in parts_k)
     if cfg.n_fitted_starts > 0:
         cands = with_mirrors(rotation_hypotheses(cfg.fit_candidates, cfg.seed + 1, dt).to(dev))
-        cam, r3 = fitted_starts(batch, model, cfg, kps_f, cands, cfg.n_fitted_starts)
-        parts_k.append(cam)
-        parts_r.append(r3)
+        cam, r3, sel = fitted_starts(batch, model, cfg, kps_f, cands, cfg.n_fitted_starts)
+        parts_k.append(gather_hypotheses(cam, sel))
+        parts_r.append(gather_hypotheses(r3, sel))
     keypoints = torch.cat(parts_k, 1)
     h_n = keypoints.shape[1]
     focal_inv = torch.full((i_n, h_n), abs(cfg.focal_init_inv), device=dev, dtype=dt)
     fitted = torch.arange(h_n, device=dev) >= n_cube
     return Hypotheses(keypoints, focal_inv, torch.cat(parts_r, 1), fitted)
-

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from semalign3d.align.energy import TERMS, energy_terms, project, schedule_tables, total_energy
-from semalign3d.align.hypotheses import Hypotheses, initial_hypotheses
+from semalign3d.align.hypotheses import Hypotheses, gather_hypotheses, initial_hypotheses
 from semalign3d.align.model import AlignModel
 from semalign3d.align.target import TargetBatch
 from semalign3d.config import AlignConfig
@@ -204,12 +204,6 @@ def prune_step(cfg: AlignConfig, n_hypotheses: int) -> int | None:
     return max(1, round(cfg.prune_at * cfg.n_steps))
 
 
-def _gather(x: torch.Tensor, sel: torch.Tensor) -> torch.Tensor:
-    """Columns ``sel [I x k]`` of ``x [I x H x ...]``."""
-    idx = sel.reshape(*sel.shape, *([1] * (x.dim() - 2))).expand(*sel.shape, *x.shape[2:])
-    return torch.gather(x, 1, idx)
-
-
 def _prune(kps, finv, opt, live, energy_all, keep):
     """Keep the ``keep`` live hypotheses of lowest energy (``energy_all [I x H]``, indexed by
     original hypothesis: the energies evaluated at the previous step, before its update);
@@ -221,7 +215,7 @@ def _prune(kps, finv, opt, live, energy_all, keep):
         sel = e.topk(keep, dim=-1, largest=False).indices.sort(-1).values  # [I x k]
         new = {}
         for name, p in (("kps", kps), ("finv", finv)):
-            new[name] = _gather(p.detach(), sel).requires_grad_(p.requires_grad)
+            new[name] = gather_hypotheses(p.detach(), sel).requires_grad_(p.requires_grad)
     params = [new["kps"], new["finv"]] if finv.requires_grad else [new["kps"]]
     new_opt = torch.optim.AdamW(params)
     new_opt.param_groups[0].update({k: v for k, v in opt.param_groups[0].items() if k != "params"})
@@ -229,7 +223,7 @@ def _prune(kps, finv, opt, live, energy_all, keep):
         state = opt.state.get(old)
         if state:
             new_opt.state[p] = {
-                k: _gather(v, sel) if torch.is_tensor(v) and v.dim() >= 2 else v
+                k: gather_hypotheses(v, sel) if torch.is_tensor(v) and v.dim() >= 2 else v
                 for k, v in state.items()
             }
     return new["kps"], new["finv"], new_opt, torch.gather(live, 1, sel)
