@@ -429,6 +429,19 @@ def test_oracle_flip_equals_encoding_of_mirrored_render(symmetry):
     assert torch.allclose(flipped[:, cells], mirrored[:, cells], atol=1e-4)
 
 
+def test_metadata_of_an_older_generator_is_refused(root, tmp_path):
+    """A dataset whose record lacks a generation setting of this code was drawn by other rules;
+    reading it must fail and say how to regenerate, not silently evaluate on it."""
+    old = tmp_path / "old"
+    old.mkdir()
+    meta = json.loads((root / "synthetic.json").read_text())
+    del meta["generation"]["min_visible_keypoints"]
+    (old / "synthetic.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="older generator.*min_visible_keypoints.*data synth"):
+        gen.read_metadata(old)
+    assert gen.read_metadata(root)["generation"]["min_visible_keypoints"] == 4
+
+
 def test_oracle_bad_inputs(root, ds, tmp_path):
     with pytest.raises(DataError, match="synthetic.json"):
         OracleEncoder(tmp_path)

@@ -325,6 +325,15 @@ def read_metadata(root: str | Path) -> dict:
         raise DataError(f"{path}: not a {FORMAT} metadata file")
     if meta.get("version") != VERSION:
         raise DataError(f"{path}: version {meta.get('version')} but this code reads {VERSION}")
+    # a generation setting this code knows but the file lacks means the dataset predates it:
+    # its images were drawn by other rules (e.g. TV backs before min_visible_keypoints)
+    known = metadata(SynthConfig(), [])["generation"]
+    missing = sorted(set(known) - set(meta.get("generation", {})))
+    if missing:
+        raise DataError(
+            f"{path}: written by an older generator (no {', '.join(missing)} in 'generation'); "
+            f"delete {Path(root)} and regenerate it with 'semalign3d data synth --out {root}'"
+        )
     return meta
 
 
