@@ -293,6 +293,8 @@ class PriorConfig:
     kmeans_iters: int = 30  # Lloyd iterations
     feature_neighbors: int = 1000  # [C] neighbours averaged into each cluster feature
     density_threshold: float = 0.0005  # [C] keep clusters holding more than this fraction
+    object_prototypes: int = 64  # [R] k-means prototypes of all object descriptors (masks)
+    object_samples_per_image: int = 300  # [R] object cells per image fed to them
     seed: int = 0
 
 
@@ -316,6 +318,8 @@ class AlignConfig:
     sigma_sem: float = 0.3  # [R] width of the 'gaussian' p_sem in cosine-similarity units
     dense_likelihood: Literal["pixels", "points"] = "pixels"  # [R] sum over pixels or points
     sparse_likelihood: Literal["pixels", "points"] = "points"  # [R]
+    sparse_cells: Literal["foreground", "dilated", "image"] = "image"  # [R] cells L_sparse uses
+    sparse_dilation: int = 2  # [R] cells Omega grows by for sparse_cells 'dilated'
     log_eps: float = 1e-4  # [R] floor epsilon of log(p + eps) in Eqs. 6-8
     geom_tets: bool = True  # [R] include triangle+apex relations in L_geom
     depth_target: Literal["constant", "foreground"] = "constant"  # [R] z-bar of L_depth
@@ -323,6 +327,7 @@ class AlignConfig:
     w_depth_order: float = 1.0  # [R] weight of the depth-ordering tie-breaker (needs depth maps)
     visibility_radius: float = 0.02  # [R] >0: soft z-buffer (normalised units); 0 = off
     facing_tau: float = 0.1  # [R] >0: dense points seen from behind explain less (0 = off)
+    keypoint_facing: bool = False  # [R] facing_tau also hides keypoints seen from behind
     w_chirality: float = 1.0  # [R] weight of L_chiral, the mirror-twin breaker (align/chirality.py)
     chirality_min_cos: float = 0.3  # [R] |E[cos_z]| a triangle+apex relation needs for L_chiral
     chirality_tau: float = 0.05  # [R] softness of L_chiral's wrong-side penalty (cosine units)
@@ -341,6 +346,8 @@ class AlignConfig:
     focal_init_inv: float = 0.2  # [R] initial 1/f at test time
     weight_decay: float = 0.0  # [R] AdamW decay; >0 would pull keypoints towards the camera
     foreground_threshold: float = 0.5  # [R] soft-mask level whose cells form the pixel set Omega
+    foreground_floor: float = 1.0  # [R] feature masks: p_sem >= this is sure foreground
+    foreground_prototypes: bool = False  # [R] feature masks also use the object prototypes
     mask_blur: float = 2.0  # [R] Gaussian blur (cells) softening the mask for L_background
     cell_stride: int = 1  # average-pool the descriptor grid by this factor for alignment (CPU)
     max_dense_points: int = 0  # 0 = all; else a fixed-seed subsample of dense points (CPU)

@@ -17,6 +17,7 @@ from semalign3d.align.energy import (
     schedule_tables,
     total_energy,
 )
+from semalign3d.align.foreground import feature_foreground
 from semalign3d.align.hypotheses import (
     Hypotheses,
     cube_rotations,
@@ -410,6 +411,103 @@ def test_multi_hypothesis_search_and_determinism(toy):
     assert a.final_energies[a.hypothesis] == a.final_energies.min()
     assert set(a.terms) == set(TERMS) and a.energy.shape == (100,)
     assert Alignment.from_dict(a.to_dict()).to_dict() == a.to_dict()
+
+
+def test_feature_foreground_floor_and_object_prototypes(toy):
+    """Hand-computed feature masks: every model point has descriptor e0 (similarity mean 0.9,
+    std 0.1). A cell at similarity 0.8 sits one std below: calibrated p = 2 (1 - Phi(1));
+    ``floor`` rescales it; a cell unlike every point is foreground only through a prototype."""
+    import dataclasses
+
+    rep, _, _ = toy
+    m = prepare_model(rep, AlignConfig())
+    c, k, n = 4, m.num_keypoints, m.num_dense
+    e = torch.eye(c, dtype=D)
+    m = dataclasses.replace(
+        m, sparse_features=e[0].expand(k, c), sparse_sim_mean=torch.full((k,), 0.9, dtype=D),
+        sparse_sim_std=torch.full((k,), 0.1, dtype=D), dense_features=e[0].expand(n, c),
+        dense_sim_mean=torch.full((n,), 0.9, dtype=D), dense_sim_std=torch.full((n,), 0.1, dtype=D),
+    )
+    cells = torch.stack([torch.tensor([0.8, 0.6, 0.0, 0.0], dtype=D), e[2]])
+    p1 = 0.3173105078629141
+    assert feature_foreground(cells, m).tolist() == pytest.approx([p1, 0.0], abs=1e-9)
+    assert feature_foreground(cells, m, 0.5).tolist() == pytest.approx([2 * p1, 0.0], abs=1e-9)
+    assert feature_foreground(cells, m, 0.25).tolist() == pytest.approx([1.0, 0.0], abs=1e-9)
+    with_proto = dataclasses.replace(m, object_features=e[2:3],
+                                     object_sim_mean=torch.tensor([0.9], dtype=D),
+                                     object_sim_std=torch.tensor([0.1], dtype=D))
+    assert feature_foreground(cells, with_proto).tolist() == pytest.approx([p1, 1.0], abs=1e-9)
+    with pytest.raises(ValueError, match="floor"):
+        feature_foreground(cells, m, 0.0)
+    # prepare_model hands the prototypes over only when the config asks for them
+    rep_p = dataclasses.replace(rep, object_features=rep.dense_features[:3],
+                                object_sim_mean=rep.dense_sim_mean[:3],
+                                object_sim_std=rep.dense_sim_std[:3])
+    on = AlignConfig(foreground_prototypes=True)
+    assert prepare_model(rep_p, on).object_features.shape[0] == 3
+    assert prepare_model(rep_p, AlignConfig()).object_features.shape[0] == 0  # default: off
+
+
+def test_sparse_cells_image_searches_every_valid_cell(toy):
+    """``sparse_cells='image'``: L_sparse's table spans every cell inside the image (so an
+    outline keypoint whose cell missed the mask can still find it); 'foreground' keeps Omega."""
+    rep, _, view = toy
+    cfg = AlignConfig(sparse_cells="foreground")
+    model = prepare_model(rep, cfg)
+    target = make_target("t", view.descriptors, model, cfg, mask=view.mask)
+    fg = stack_targets([target], model, cfg)
+    assert fg.sparse_cells is None and fg.sparse_omega[0] is fg.cells
+    assert AlignConfig().sparse_cells == "image"  # the default (book chapter 7)
+    img = stack_targets([target], model, replace(cfg, sparse_cells="image"))
+    cells, weight = img.sparse_omega
+    n_valid = int(target.grid.valid_cells().sum())
+    assert cells.shape[1] == n_valid and int(weight.sum()) == n_valid > int(fg.weight.sum())
+    assert img.log_sem_sparse.shape == (1, n_valid, model.num_keypoints)
+    torch.testing.assert_close(img.cells, fg.cells)  # L_dense's Omega is unchanged
+    # the foreground cells' rows of the image table equal the Omega table
+    om = target.foreground.flatten()[target.grid.valid_cells().flatten()] >= 0.5
+    torch.testing.assert_close(img.log_sem_sparse[0, om], fg.log_sem_sparse[0])
+    # 'dilated': Omega grown by r cells (a 3 x 3 max-pool per cell), within the image
+    om2d = (target.foreground >= 0.5) & target.grid.valid_cells()
+    grown = torch.nn.functional.max_pool2d(om2d[None, None].float(), 3, 1, 1)[0, 0] > 0
+    grown &= target.grid.valid_cells()
+    dil = stack_targets([target], model, replace(cfg, sparse_cells="dilated", sparse_dilation=1))
+    assert int(dil.sparse_omega[1].sum()) == int(grown.sum())
+    assert int(fg.weight.sum()) < int(grown.sum()) <= n_valid
+    zero = stack_targets([target], model, replace(cfg, sparse_cells="dilated", sparse_dilation=0))
+    torch.testing.assert_close(zero.sparse_omega[0], fg.cells)
+    import dataclasses
+
+    with pytest.raises(ValueError, match="sparse_cells"):  # past the config's own check
+        stack_targets([target], model, dataclasses.replace(cfg, sparse_cells="everywhere"))
+    with pytest.raises(ValueError, match="sparse_dilation"):
+        stack_targets([target], model, replace(cfg, sparse_cells="dilated", sparse_dilation=-1))
+
+
+def test_keypoint_facing_hides_keypoints_seen_from_behind(toy):
+    """``keypoint_facing``: a keypoint whose training cameras all saw it from +z is hidden when
+    the camera looks at it from behind, so L_sparse stops asking it to find a matching cell."""
+    import dataclasses
+
+    rep, _, view = toy
+    k = rep.num_keypoints
+    facing = torch.zeros(k, 3, dtype=rep.sparse_xyz.dtype)
+    facing[0, 2] = 1.0  # keypoint 0: seen from +z (canonical) only
+    rep_f = dataclasses.replace(rep, sparse_facing=facing)
+    on, off = AlignConfig(keypoint_facing=True), AlignConfig()
+    assert prepare_model(rep_f, off).sparse_facing is None
+    assert prepare_model(rep, on).sparse_facing is None  # a representation without them
+    torch.testing.assert_close(prepare_model(rep_f, on).sparse_facing, facing)
+    m_on, batch = _batch(rep_f, view, on, D)
+    m_off = prepare_model(rep_f, off).to(dtype=D)
+    # the canonical cloud 2 units in front of the camera: the camera looks along +z, so a
+    # point facing +z (towards larger depth) is seen from behind
+    kp = (rep.sparse_xyz.to(D) + torch.tensor([0.0, 0.0, 2.0], dtype=D))[None, None]
+    f = torch.ones(1, 1, dtype=D)
+    t_on = energy_terms(kp, f, batch, m_on, 0.1, 0.1, on)
+    t_off = energy_terms(kp, f, batch, m_off, 0.1, 0.1, off)
+    assert not torch.allclose(t_on["sparse"], t_off["sparse"])
+    torch.testing.assert_close(t_on["dense"], t_off["dense"])  # only the keypoints' weights
 
 
 def test_log_facing_exact_and_seen_from_behind():

@@ -18,7 +18,12 @@ from semalign3d.models.base import DescriptorMap, FeatureGrid
 from semalign3d.prior.barycentric import barycentric, dense_from_sparse, inside, tetrahedra
 from semalign3d.prior.beta import fit_beta
 from semalign3d.prior.build import View, build_representation
-from semalign3d.prior.dense import keypoint_features, neighbour_features, transfer_points
+from semalign3d.prior.dense import (
+    keypoint_features,
+    neighbour_features,
+    object_prototypes,
+    transfer_points,
+)
 from semalign3d.prior.focal import (
     fit_focal,
     focal_loss,
@@ -344,6 +349,26 @@ def test_keypoint_and_neighbour_features_exact():
     assert (neighbour_features(torch.zeros(1, 3), pts, feats, 2)[3] == 0).all()
 
 
+def test_object_prototypes_exact():
+    """Two separated groups of unit descriptors -> two prototypes: the normalised group means,
+    with the members' similarity mean and (n - 1) std, computed by hand."""
+    s = 1 / math.sqrt(2)
+    f = torch.tensor([[1.0, 0.0, 0.0], [s, s, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    psi, mean, std = object_prototypes(f, 2, seed=0)
+    order = psi[:, 2].argsort()  # the x-y group first
+    psi, mean, std = psi[order], mean[order], std[order]
+    c = math.cos(math.pi / 8)  # the group mean bisects 0 and 45 degrees
+    torch.testing.assert_close(psi, torch.tensor([[c, math.sin(math.pi / 8), 0.0],
+                                                  [0.0, 0.0, 1.0]]))
+    torch.testing.assert_close(mean, torch.tensor([c, 1.0]))
+    torch.testing.assert_close(std, torch.tensor([0.0, 0.0]), atol=1e-6, rtol=0)
+    # more prototypes than descriptors: one per distinct descriptor, never an empty one
+    psi3, _, _ = object_prototypes(f[:2], 5)
+    assert psi3.shape == (2, 3)
+    with pytest.raises(ValueError, match="non-empty"):
+        object_prototypes(f[:0], 2)
+
+
 # --------------------------------------------------------------------------------- build
 def _toy_views(n: int = 12, k: int = 10, seed: int = 0, size=(48, 64), grid: int = 8):
     """An ellipsoid category rendered by ray casting: exact depth (pseudo-depth is the true
@@ -435,6 +460,27 @@ def test_build_representation_toy(toy_rep):
     outward = rep.dense_xyz - rep.dense_xyz.mean(0)
     agree = ((rep.dense_facing * outward).sum(-1) > 0).float().mean()
     assert agree > 0.8 and (rep.dense_facing.norm(dim=-1) <= 1 + 1e-5).all()
+    # each keypoint was seen from the side its anchor in the dense cloud (the last K points,
+    # whose facing comes from the surface points around it) was seen from
+    k = rep.num_keypoints
+    assert rep.sparse_facing.shape == (k, 3)
+    cos = torch.nn.functional.cosine_similarity(rep.sparse_facing, rep.dense_facing[-k:], dim=-1)
+    assert cos.min() > 0.7
+    assert (rep.sparse_facing.norm(dim=-1) <= 1 + 1e-5).all()
+    # object prototypes: unit descriptors of the object (the background's are all-ones rows)
+    p = rep.object_features
+    assert 1 <= p.shape[0] <= 64 and p.shape[1] == rep.sparse_features.shape[1]
+    torch.testing.assert_close(p.norm(dim=-1), torch.ones(p.shape[0]))
+    assert (rep.object_sim_mean > 0.5).all() and (rep.object_sim_std >= 0).all()
+
+
+def test_build_without_object_prototypes_keeps_the_dense_cloud(toy_rep):
+    """The prototypes draw from their own generator: switching them off changes nothing else."""
+    rep, views, _ = toy_rep
+    off = build_representation(views, replace(FAST, object_prototypes=0), "toy")
+    assert off.object_features.shape[0] == 0
+    assert torch.equal(off.dense_xyz, rep.dense_xyz)
+    assert torch.equal(off.dense_features, rep.dense_features)
 
 
 def test_representation_save_load_roundtrip(toy_rep, tmp_path):
@@ -445,6 +491,14 @@ def test_representation_save_load_roundtrip(toy_rep, tmp_path):
     assert torch.equal(back.dense_from_sparse, rep.dense_from_sparse)
     assert torch.equal(back.dense_facing, rep.dense_facing)
     assert torch.equal(back.prior.tet_ab, rep.prior.tet_ab)
+    assert torch.equal(back.object_features, rep.object_features)
+    assert torch.equal(back.sparse_facing, rep.sparse_facing)
+    assert torch.equal(back.object_sim_std, rep.object_sim_std)
+    import dataclasses
+
+    wrong = dataclasses.replace(rep, object_sim_mean=rep.object_sim_mean[:-1])
+    with pytest.raises(RepresentationError, match="object_sim_mean"):
+        wrong.validate()
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[:200])
     with pytest.raises(RepresentationError, match="bad.safetensors"):

@@ -105,11 +105,15 @@ def energy_terms(
     if cfg.facing_tau > 0 and model.dense_facing is not None:
         lf = log_facing(dense, keypoints, model.sparse_xyz, model.dense_facing, cfg.facing_tau)
         log_vis = lf if log_vis is None else log_vis + lf
+    if cfg.facing_tau > 0 and model.sparse_facing is not None:
+        lf = log_facing(keypoints, keypoints, model.sparse_xyz, model.sparse_facing, cfg.facing_tau)
+        log_vis_s = lf if log_vis_s is None else log_vis_s + lf
     eps = cfg.log_eps
+    s_cells, s_weight = batch.sparse_omega
     terms = {
         "dense": nll(cfg.dense_likelihood, proj_d, batch.cells, batch.weight,
                      batch.log_sem_dense, sigma_dense, eps, log_vis),
-        "sparse": nll(cfg.sparse_likelihood, proj_s, batch.cells, batch.weight,
+        "sparse": nll(cfg.sparse_likelihood, proj_s, s_cells, s_weight,
                       batch.log_sem_sparse, sigma_sparse, eps, log_vis_s),
         "geom": geometric_nll(keypoints.flatten(0, 1), model.prior).reshape(focal.shape),
         "background": background_loss(proj_d, batch.mask, batch.offset),

@@ -79,7 +79,7 @@ def fit_in_plane(
     Args:
         points: ``[J x K x 2]`` orthographic keypoints of ``J`` candidate rotations (centred).
         scale: ``[I x J]`` and shift ``[I x J x 2]``: the starting similarity (no rotation).
-        batch: the images (``cells``, ``weight``, ``log_sem_sparse``).
+        batch: the images (``sparse_omega``, ``log_sem_sparse``).
         sigma: matching width; iterations: ICP rounds (0 = the starting similarity).
     Returns:
         ``(scale [I x J], rot [I x J x 2 x 2], shift [I x J x 2])`` with
@@ -91,7 +91,7 @@ def fit_in_plane(
     for _ in range(iterations):
         y = scale[..., None, None] * p @ rot.transpose(-1, -2) + shift[:, :, None]
         # in chunks of candidates: the distance table is [I x J x P x K]
-        found = [match_cells(y[:, c : c + _CHUNK], batch.cells, batch.weight,
+        found = [match_cells(y[:, c : c + _CHUNK], *batch.sparse_omega,
                              batch.log_sem_sparse, sigma) for c in range(0, j_n, _CHUNK)]
         target = torch.cat([f[0] for f in found], 1)
         w = torch.cat([f[1] for f in found], 1).exp()

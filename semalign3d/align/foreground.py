@@ -18,23 +18,37 @@ from semalign3d.align.semantic import log_p_sem, similarities
 from semalign3d.models.base import FeatureGrid, pad_to_square
 
 
-def feature_foreground(features: torch.Tensor, model: AlignModel) -> torch.Tensor:
+def feature_foreground(
+    features: torch.Tensor, model: AlignModel, floor: float = 1.0
+) -> torch.Tensor:
     """Foreground probability of every cell from its descriptor alone.
+
+    The calibrated ``p_sem`` of a cell that truly shows point ``i`` is uniform on [0, 1] (it is
+    the rank of its similarity among the training images'), so ``max_i p_sem`` alone calls many
+    object cells half background, most of all at the outline where descriptors mix with the
+    background. ``floor`` < 1 counts every ``p_sem >= floor`` as certain foreground.
 
     Args:
         features: ``[h x w x C]`` unit descriptors (or ``[P x C]``).
-        model: the category model (dense and sparse point features with their statistics).
+        model: the category model (dense and sparse point features and, when it has them, the
+            object prototypes, with their statistics).
+        floor: in (0, 1]; the result is ``min(1, max_i p_sem / floor)``.
     Returns:
-        ``[h x w]`` (or ``[P]``): ``max_i p_sem(F(u), phi_i)`` over all model points, in [0, 1].
+        ``[h x w]`` (or ``[P]``) in [0, 1].
     """
+    if not 0 < floor <= 1:
+        raise ValueError(f"foreground floor must be in (0, 1], got {floor}")
     best = None
     for feats, mean, std in (
         (model.dense_features, model.dense_sim_mean, model.dense_sim_std),
         (model.sparse_features, model.sparse_sim_mean, model.sparse_sim_std),
+        (model.object_features, model.object_sim_mean, model.object_sim_std),
     ):
+        if feats.shape[0] == 0:
+            continue
         lp = log_p_sem(similarities(features, feats), mean, std, "calibrated").amax(-1)
         best = lp if best is None else torch.maximum(best, lp)
-    return best.exp()
+    return (best.exp() / floor).clamp_max(1)
 
 
 def smooth(mask: torch.Tensor, sigma: float) -> torch.Tensor:

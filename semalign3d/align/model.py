@@ -26,6 +26,9 @@ class AlignModel:
         dense_facing: ``[N x 3]`` canonical facing vectors (see :mod:`semalign3d.align.visibility`).
         chiral_index: ``[T x 4]`` long triangle+apex relations of ``L_chiral``.
         chiral_sign: ``[T]`` their expected apex side (+1 / -1).
+        sparse_facing: ``[K x 3]`` canonical facing vectors of the keypoints, or None.
+        object_features, object_sim_mean, object_sim_std: ``[P x C]``, ``[P]``, ``[P]`` object
+            appearance prototypes for the feature mask (``P = 0``: none).
     """
 
     sparse_xyz: torch.Tensor
@@ -41,6 +44,10 @@ class AlignModel:
     dense_facing: torch.Tensor | None = None
     chiral_index: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 4, dtype=torch.long))
     chiral_sign: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    object_features: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+    object_sim_mean: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    object_sim_std: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    sparse_facing: torch.Tensor | None = None
 
     @property
     def num_keypoints(self) -> int:
@@ -68,6 +75,10 @@ class AlignModel:
             dense_facing=None if self.dense_facing is None else conv(self.dense_facing),
             chiral_index=self.chiral_index.to(device),
             chiral_sign=conv(self.chiral_sign),
+            object_features=conv(self.object_features),
+            object_sim_mean=conv(self.object_sim_mean),
+            object_sim_std=conv(self.object_sim_std),
+            sparse_facing=None if self.sparse_facing is None else conv(self.sparse_facing),
         )
 
 
@@ -113,4 +124,8 @@ def prepare_model(rep: ClassRepresentation, cfg: AlignConfig) -> AlignModel:
         dense_facing=rep.dense_facing[index],
         chiral_index=chiral_index,
         chiral_sign=chiral_sign,
+        sparse_facing=(rep.sparse_facing if cfg.keypoint_facing and rep.sparse_facing.shape[0]
+                       else None),
+        **({"object_features": rep.object_features, "object_sim_mean": rep.object_sim_mean,
+            "object_sim_std": rep.object_sim_std} if cfg.foreground_prototypes else {}),
     )

@@ -100,7 +100,8 @@ def make_target(
     elif box is not None:
         fg = box_to_grid(box, grid).to(feats.device)
     else:
-        fg = smooth(feature_foreground(feats, model.to(feats.device, feats.dtype)), 0.7)
+        fg = smooth(feature_foreground(feats, model.to(feats.device, feats.dtype),
+                                       cfg.foreground_floor), 0.7)
     fg = (fg.to(feats.dtype) * valid).clamp(0, 1)
     dm = depth_to_grid(depth.to(feats.device), grid).to(feats.dtype) if depth is not None else None
     return AlignTarget(name, grid, feats, fg, dm)
@@ -115,7 +116,8 @@ class TargetBatch:
         cells: ``[I x P x 2]`` normalised coordinates of the foreground cells ``Omega``.
         weight: ``[I x P]`` 1 for cells of ``Omega``, 0 for padding rows.
         log_sem_dense: ``[I x P x N]`` ``log p_sem`` between cells and dense points.
-        log_sem_sparse: ``[I x P x K]`` the same for keypoints.
+        log_sem_sparse: ``[I x Q x K]`` the same for keypoints, over the cells of
+            :attr:`sparse_omega` (``Q = P`` when ``cfg.sparse_cells`` is ``"foreground"``).
         mask: ``[I x 1 x h x w]`` blurred foreground over the padded square (for ``L_background``).
         offset: ``[I x 2]`` padding / side: grid-sample coordinate is ``2 (u + offset) - 1``.
         principal: ``[I x 2]`` principal points.
@@ -124,6 +126,8 @@ class TargetBatch:
         z_bar: ``[I]`` target mean keypoint depth of ``L_depth``.
         depth: ``[I x 1 x h x w]`` pseudo-depth or None (when any image lacks one).
         sizes: ``I`` image sizes ``(height, width)``.
+        sparse_cells, sparse_weight: ``[I x Q x 2]``, ``[I x Q]``: the cells ``L_sparse`` and the
+            fitted starts search for keypoints, when not ``Omega`` (None: ``cells``, ``weight``).
     """
 
     names: list[str]
@@ -139,10 +143,19 @@ class TargetBatch:
     z_bar: torch.Tensor
     depth: torch.Tensor | None
     sizes: list[tuple[int, int]]
+    sparse_cells: torch.Tensor | None = None
+    sparse_weight: torch.Tensor | None = None
 
     @property
     def num_images(self) -> int:
         return len(self.names)
+
+    @property
+    def sparse_omega(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cells [I x Q x 2], weight [I x Q])`` the keypoints are matched against."""
+        if self.sparse_cells is None or self.sparse_weight is None:
+            return self.cells, self.weight
+        return self.sparse_cells, self.sparse_weight
 
 
 def stack_targets(
@@ -178,26 +191,41 @@ def stack_targets(
             zbars.append(t.depth[om].mean())
         else:
             zbars.append(torch.tensor(cfg.depth_target_value, device=dev, dtype=dt))
-    n_cells = max(int(o.sum()) for o in omegas)
+    if cfg.sparse_cells not in ("foreground", "dilated", "image"):
+        raise ValueError(f"unknown sparse_cells {cfg.sparse_cells!r}; expected 'foreground', "
+                         "'dilated' or 'image'")
+    if cfg.sparse_dilation < 0:
+        raise ValueError(f"sparse_dilation is a number of cells >= 0, got {cfg.sparse_dilation}")
     i_n = len(targets)
-    k, n = model.num_keypoints, model.num_dense
-    cells_b = torch.zeros(i_n, n_cells, 2, device=dev, dtype=dt)
-    weight = torch.zeros(i_n, n_cells, device=dev, dtype=dt)
-    sem_d = torch.zeros(i_n, n_cells, n, device=dev, dtype=dt)
-    sem_s = torch.zeros(i_n, n_cells, k, device=dev, dtype=dt)
-    for i, (t, om) in enumerate(zip(targets, omegas, strict=True)):
-        p = int(om.sum())
-        cells_b[i, :p] = t.grid.cell_centers().to(dev, dt)[om] / float(t.grid.side)
-        weight[i, :p] = 1
-        f = t.features.reshape(-1, t.features.shape[-1])[om]
-        sem_d[i, :p] = log_p_sem(
-            similarities(f, model.dense_features), model.dense_sim_mean, model.dense_sim_std,
-            cfg.p_sem, cfg.sigma_sem,
-        )
-        sem_s[i, :p] = log_p_sem(
-            similarities(f, model.sparse_features), model.sparse_sim_mean, model.sparse_sim_std,
-            cfg.p_sem, cfg.sigma_sem,
-        )
+
+    def tables(sets: list[torch.Tensor], feats, mean, std):
+        """Padded ``(cells, weight, log p_sem)`` of each image's cell set ``sets[i]``."""
+        m_n = max(int(o.sum()) for o in sets)
+        cells = torch.zeros(i_n, m_n, 2, device=dev, dtype=dt)
+        weight = torch.zeros(i_n, m_n, device=dev, dtype=dt)
+        sem = torch.zeros(i_n, m_n, feats.shape[0], device=dev, dtype=dt)
+        for i, (t, om) in enumerate(zip(targets, sets, strict=True)):
+            p = int(om.sum())
+            cells[i, :p] = t.grid.cell_centers().to(dev, dt)[om] / float(t.grid.side)
+            weight[i, :p] = 1
+            f = t.features.reshape(-1, t.features.shape[-1])[om]
+            sem[i, :p] = log_p_sem(similarities(f, feats), mean, std, cfg.p_sem, cfg.sigma_sem)
+        return cells, weight, sem
+
+    cells_b, weight, sem_d = tables(omegas, model.dense_features, model.dense_sim_mean,
+                                    model.dense_sim_std)
+    sparse_sets = omegas
+    if cfg.sparse_cells == "image":
+        sparse_sets = [t.grid.valid_cells().to(dev).flatten() for t in targets]
+    elif cfg.sparse_cells == "dilated":
+        r = cfg.sparse_dilation
+        sparse_sets = [
+            (F.max_pool2d(om.reshape(1, 1, t.grid.h, t.grid.w).float(), 2 * r + 1, 1, r) > 0)
+            .flatten() & t.grid.valid_cells().to(dev).flatten()
+            for t, om in zip(targets, omegas, strict=True)
+        ]
+    s_cells, s_weight, sem_s = tables(sparse_sets, model.sparse_features, model.sparse_sim_mean,
+                                      model.sparse_sim_std)
     # blurred outwards only: points inside the object are never pulled towards its centre
     mask = torch.stack(
         [torch.maximum(t.foreground, smooth(t.foreground, cfg.mask_blur)) for t in targets]
@@ -226,4 +254,6 @@ def stack_targets(
         z_bar=torch.stack(zbars),
         depth=depth,
         sizes=[(t.grid.height, t.grid.width) for t in targets],
+        **({"sparse_cells": s_cells, "sparse_weight": s_weight}
+           if cfg.sparse_cells != "foreground" else {}),
     )

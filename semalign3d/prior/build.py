@@ -22,7 +22,12 @@ from semalign3d.config import Config, PriorConfig, to_dict
 from semalign3d.data.records import AnnotatedImage, DataError
 from semalign3d.geometry import principal_point, similarity_fit, to_normalized
 from semalign3d.models.base import DepthModel, DescriptorMap
-from semalign3d.prior.dense import build_dense, keypoint_features, transfer_sample
+from semalign3d.prior.dense import (
+    build_dense,
+    keypoint_features,
+    object_prototypes,
+    transfer_sample,
+)
 from semalign3d.prior.focal import fit_focal, lift_normalized
 from semalign3d.prior.lifting import (
     LiftingError,
@@ -208,9 +213,19 @@ def build_representation(
             ]
         )
         phi, phi_mean, phi_std = keypoint_features(kfeat[:, used], vis[:, used])
+        # from which side the cameras saw each keypoint, in the canonical frame (as for the
+        # dense points below): a keypoint seen from behind is hidden even without an occluder
+        kdirs = []
+        for b in range(kpu.shape[0]):
+            _, rot, _ = similarity_fit(kpu[b], sparse.to(kpu.dtype))
+            kdirs.append(F.normalize(-kpu[b], dim=-1) @ rot.T)
+        kdirs = torch.stack(kdirs)  # [B x K x 3], NaN where invisible
+        seen = ~torch.isnan(kdirs).any(-1)
+        sparse_facing = kdirs.nan_to_num().sum(0) / seen.sum(0).clamp_min(1)[:, None]
 
     with _stage(timings, "dense.transfer", progress):
-        pts, feats, dirs, per_image = [], [], [], {}
+        pts, feats, dirs, per_image, obj = [], [], [], {}, []
+        g_obj = torch.Generator().manual_seed(cfg.seed + 1)
         it = list(enumerate(usable))
         if progress:
             from tqdm import tqdm
@@ -226,6 +241,9 @@ def build_representation(
                 xyz, kpu[b], sparse, cfg.max_points_per_image, cfg.inside_tolerance, g
             )
             per_image[r.key] = int(keep.numel())
+            # own generator: the dense cloud's draws stay those of a build without prototypes
+            pick = torch.randperm(pix.shape[0], generator=g_obj)[: cfg.object_samples_per_image]
+            obj.append(v.descriptors.grid.sample(v.descriptors.features.float(), pix[pick]))
             if keep.numel():
                 pts.append(moved)
                 feats.append(v.descriptors.grid.sample(v.descriptors.features.float(), pix[keep]))
@@ -254,6 +272,15 @@ def build_representation(
             cfg.seed,
             torch.cat(dirs),
         )
+
+    with _stage(timings, "object prototypes", progress):
+        obj_feats = torch.cat(obj) if obj else phi.new_zeros(0, phi.shape[-1])
+        if cfg.object_prototypes > 0 and obj_feats.shape[0] > 0:
+            proto, proto_mean, proto_std = object_prototypes(
+                obj_feats, cfg.object_prototypes, cfg.kmeans_iters, cfg.seed
+            )
+        else:
+            proto, proto_mean, proto_std = phi[:0], phi_mean[:0], phi_std[:0]
 
     info = {
         "config": to_dict(cfg),
@@ -292,6 +319,10 @@ def build_representation(
         dense_from_sparse=dense.dense_from_sparse.to(f32),
         dense_facing=dense.facing.to(f32),
         prior=prior.to(dtype=f32),
+        sparse_facing=sparse_facing.to(f32),
+        object_features=proto.to(f32),
+        object_sim_mean=proto_mean.to(f32),
+        object_sim_std=proto_std.to(f32),
         meta=info,
     )
     rep.validate(f"representation of '{category}'")

@@ -206,3 +206,34 @@ def build_dense(
         None if directions is None else directions.to(ft),
     )
     return DenseCloud(xyz, psi, mean, std, weight, m, facing.to(dt))
+
+
+def object_prototypes(
+    features: torch.Tensor, n: int, iters: int = 30, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Appearance prototypes of the whole object: k-means of training object descriptors.
+
+    The dense cloud keeps only points inside the keypoint hull, so where the keypoints are
+    nearly coplanar (a bottle's silhouette, a monitor's front frame) most of the object has no
+    dense point. The prototypes cover every object cell of the training masks; they only say
+    "this looks like the object" (the test-time feature mask), never where.
+
+    Args:
+        features: ``[P x C]`` unit descriptors of training object cells (P >= 1).
+        n: number of prototypes (clipped to P).
+        iters, seed: k-means settings.
+    Returns:
+        ``(psi [n x C] unit, sim_mean [n], sim_std [n])``: each prototype's normalised mean
+        member descriptor and the mean / std of its members' similarity to it (0 std for a
+        single member).
+    """
+    centres, labels = kmeans(features.float(), n, iters, seed)
+    k = centres.shape[0]
+    psi = F.normalize(torch.zeros_like(centres).index_add_(0, labels, features.float()), dim=-1)
+    sim = (features.float() * psi[labels]).sum(-1)
+    count = torch.bincount(labels, minlength=k).float()
+    mean = torch.zeros(k).index_add_(0, labels, sim) / count.clamp_min(1)
+    var = torch.zeros(k).index_add_(0, labels, (sim - mean[labels]) ** 2)
+    std = (var / (count - 1).clamp_min(1)).sqrt()
+    keep = count > 0
+    return psi[keep], mean[keep], std[keep]

@@ -21,7 +21,7 @@ from semalign3d.io import atomic_write
 from semalign3d.prior.shape_prior import ShapePrior
 
 FORMAT = "semalign3d-representation"
-VERSION = 2  # 2: dense_facing
+VERSION = 3  # 2: dense_facing; 3: object prototypes, sparse_facing
 
 
 class RepresentationError(ValueError):
@@ -61,6 +61,11 @@ class ClassRepresentation:
             towards the training cameras that saw it; its length in [0, 1] says how
             consistently it was seen from one side (0: unknown or seen from all around).
         prior: the Beta shape prior over keypoint positions ``0..K-1``.
+        sparse_facing: ``[K x 3]`` the keypoints' ``dense_facing`` (mean unit direction towards
+            the training cameras that saw each one), or ``[0 x 3]`` when unknown.
+        object_features: ``[P x C]`` unit appearance prototypes of the whole object (k-means
+            of training object descriptors, hull or not; ``P`` may be 0): test-time masks.
+        object_sim_mean, object_sim_std: ``[P]`` their members' similarity statistics.
         meta: JSON-able provenance (config, images used/skipped, timings).
     """
 
@@ -78,6 +83,10 @@ class ClassRepresentation:
     dense_from_sparse: torch.Tensor
     dense_facing: torch.Tensor
     prior: ShapePrior
+    sparse_facing: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 3))
+    object_features: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 0))
+    object_sim_mean: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    object_sim_std: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -169,6 +178,12 @@ class ClassRepresentation:
             "dense_from_sparse": (n, k),
             "dense_facing": (n, 3),
         }
+        if self.sparse_facing.shape[0]:
+            expect["sparse_facing"] = (k, 3)
+        p_n = int(self.object_features.shape[0])
+        if p_n:  # no prototypes: any empty tensor
+            expect |= {"object_features": (p_n, c), "object_sim_mean": (p_n,),
+                       "object_sim_std": (p_n,)}
         for name, shape in expect.items():
             got = tuple(getattr(self, name).shape)
             if got != shape:
