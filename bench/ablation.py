@@ -50,6 +50,21 @@ VARIANTS: dict[str, tuple[dict, bool]] = {
 }
 
 
+#: Config sections a variant may change besides ``align`` (e.g. ``{"masks": {...}}``)
+SECTIONS = ("masks", "depth")
+
+
+def variant_config(base: Config, changes: dict) -> Config:
+    """``base`` with a variant's changes: top-level keys are ``AlignConfig`` fields, except the
+    :data:`SECTIONS`, whose dicts change that section."""
+    align = {k: v for k, v in changes.items() if k not in SECTIONS}
+    cfg = replace(base, align=replace(AlignConfig(), **align))
+    for k in SECTIONS:
+        if k in changes:
+            cfg = replace(cfg, **{k: replace(getattr(base, k), **changes[k])})
+    return cfg
+
+
 def _link(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     if not dst.exists():
@@ -66,7 +81,8 @@ TABLES = {
 
 def table_rows(results: dict[str, dict[str, dict]]) -> dict[str, list[list[str]]]:
     """Both tables as rows of strings: ``[variant, <one cell per category>, mean]`` (the first
-    row of ``pairs`` is the NN baseline); missing runs are "-" and left out of the mean."""
+    row of ``pairs`` is the NN baseline, from each category's first variant); missing runs are
+    "-" and left out of the mean."""
     cats = list(results)
     names = list(dict.fromkeys(n for c in cats for n in results[c]))
 
@@ -80,7 +96,8 @@ def table_rows(results: dict[str, dict[str, dict]]) -> dict[str, list[list[str]]
         r = results[c].get(name, {}).get(key)
         return (r["pck"], r[second] if r[second] is not None else float("nan")) if r else None
 
-    pairs = [row("NN baseline", lambda c: pick(c, "default", "nn", "pck_vp2"))]
+    # every variant of a category scores the same NN predictions: take the first one's
+    pairs = [row("NN baseline", lambda c: pick(c, next(iter(results[c]), ""), "nn", "pck_vp2"))]
     pairs += [row(n, lambda c, n=n: pick(c, n, "semalign3d", "pck_vp2")) for n in names]
     align = [row(n, lambda c, n=n: pick(c, n, "alignment", "mirrored")) for n in names]
     return {"pairs": pairs, "alignment": align}
@@ -100,6 +117,61 @@ def markdown_table(results: dict[str, dict[str, dict]]) -> str:
     return "\n".join(out).rstrip()
 
 
+def run_variant(root: Path, cat: str, cfg: Config, work: Path, slug: str, shared: RunDir,
+                matching_only: bool, split: str, suffix: str = "") -> dict:
+    """One evaluation in ``work/slug`` (prior and descriptors shared): the figures of a cell.
+    A matching-only variant reuses the alignments of ``work/default<suffix>`` (same seed)."""
+    run = RunDir(work / slug)
+    if matching_only:
+        _link(work / f"default{suffix}" / "alignments" / cat, run.root / "alignments" / cat)
+    if shared.prior(cat).exists():
+        _link(shared.prior(cat), run.prior(cat))
+    if shared.features.exists():
+        _link(shared.features, run.features)
+    t0 = time.perf_counter()
+    r = evaluate_category(root, cat, cfg, run.root, profile="cpu", split=split, progress=False)
+    # the first run's prior and descriptors serve every later variant
+    if not shared.prior(cat).exists():
+        _link(run.prior(cat), shared.prior(cat))
+    if not shared.features.exists():
+        _link(run.features, shared.features)
+    out: dict = {
+        m: {"pck": v["per_image"]["all"], "pck_vp2": v["by_viewpoint"].get("2"),
+            "n_pairs": v["n_pairs"]} for m, v in summaries([r], cfg).items()
+    }
+    out["seconds"] = round(time.perf_counter() - t0, 1)
+    sc = alignment_scores(root, ClassRepresentation.load(run.prior(cat)), r.alignments)
+    scored = [x for x in sc if x.n > 0]  # images with no annotated keypoint say nothing
+    n = max(len(scored), 1)
+    out["alignment"] = {
+        "pck": 100 * sum(x.pck for x in scored) / n,
+        "mirrored": 100 * sum(x.mirrored for x in scored) / n,
+        "n_images": len(scored),
+    }
+    return out
+
+
+def mean_over_seeds(runs: dict[int, dict]) -> dict:
+    """One cell from runs with several alignment seeds: every figure averaged (the per-seed
+    figures kept under ``"seeds"`` when there is more than one)."""
+    first = next(iter(runs.values()))
+    if len(runs) == 1:
+        return first
+
+    def mean(values: list) -> float | None:
+        got = [v for v in values if v is not None]
+        return sum(got) / len(got) if got else None
+
+    out: dict = {}
+    for key, val in first.items():
+        if isinstance(val, dict):
+            out[key] = {k: mean([r[key][k] for r in runs.values()]) for k in val}
+        else:
+            out[key] = mean([r[key] for r in runs.values()])
+    out["seeds"] = {str(s): r for s, r in runs.items()}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", required=True, type=Path)
@@ -114,6 +186,8 @@ def main() -> None:
                    help="folder with <category>.safetensors to reuse (default: build)")
     p.add_argument("--prior-config", type=Path, default=None, help="YAML of a PriorConfig")
     p.add_argument("--split", default="val")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0],
+                   help="alignment seeds (align.seed) per variant; cells show their mean")
     p.add_argument("--out", type=Path, required=True, help="JSON output")
     p.add_argument("--summarize", action="store_true",
                    help="only print the table of an existing --out JSON")
@@ -126,54 +200,36 @@ def main() -> None:
         name, _, changes = item.partition("=")
         variants[name] = (json.loads(changes), False)
         a.variants.append(name)
+    for name in a.variants:
+        if "seed" in variants[name][0]:
+            p.error(f"variant '{name}' sets 'seed': alignment seeds are chosen with --seeds")
     base = Config()
     if a.prior_config:
         from semalign3d.config import load_yaml
 
         base = replace(base, prior=load_yaml(PriorConfig, a.prior_config))
-    results: dict[str, dict[str, dict]] = {}
+    # a rerun with other variants adds to the file instead of replacing it
+    results: dict[str, dict[str, dict]] = (json.loads(a.out.read_text()) if a.out.is_file()
+                                           else {})
     for cat in a.categories:
         shared = RunDir(a.work / "shared")
         if a.priors is not None:
             _link(a.priors / f"{cat}.safetensors", shared.prior(cat))
         for name in a.variants:
             changes, matching_only = variants[name]
-            cfg = replace(base, align=replace(AlignConfig(), **changes))
-            slug = "".join(ch if ch.isalnum() else "_" for ch in name)
-            run = RunDir(a.work / slug)
-            if matching_only:  # reuse the default's alignments, only matching changes
-                _link(a.work / "default" / "alignments" / cat, run.root / "alignments" / cat)
-            if shared.prior(cat).exists():
-                _link(shared.prior(cat), run.prior(cat))
-            if shared.features.exists():
-                _link(shared.features, run.features)
-            t0 = time.perf_counter()
-            r = evaluate_category(a.root, cat, cfg, run.root, profile="cpu", split=a.split,
-                                  progress=False)
-            # the first run's prior and descriptors serve every later variant
-            if not shared.prior(cat).exists():
-                _link(run.prior(cat), shared.prior(cat))
-            if not shared.features.exists():
-                _link(run.features, shared.features)
-            s = summaries([r], cfg)
-            results.setdefault(cat, {})[name] = {
-                m: {"pck": v["per_image"]["all"], "pck_vp2": v["by_viewpoint"].get("2"),
-                    "n_pairs": v["n_pairs"]} for m, v in s.items()
-            }
-            results[cat][name]["seconds"] = round(time.perf_counter() - t0, 1)
-            sc = alignment_scores(a.root, ClassRepresentation.load(run.prior(cat)), r.alignments)
-            scored = [x for x in sc if x.n > 0]  # images with no annotated keypoint say nothing
-            n = max(len(scored), 1)
-            results[cat][name]["alignment"] = {
-                "pck": 100 * sum(x.pck for x in scored) / n,
-                "mirrored": 100 * sum(x.mirrored for x in scored) / n,
-                "n_images": len(scored),
-            }
-            al = results[cat][name]["alignment"]
-            print(f"{cat:<10} {name:<22} semalign3d {s['semalign3d']['per_image']['all']:5.1f}"
-                  f"  nn {s['nn']['per_image']['all']:5.1f}  alignment PCK {al['pck']:5.1f}"
-                  f"  mirrored {al['mirrored']:4.1f} %  ({results[cat][name]['seconds']} s)",
-                  flush=True)
+            runs = {}
+            for seed in a.seeds:
+                suffix = f"__seed{seed}" if seed != 0 else ""  # seed 0 keeps the older layout
+                slug = "".join(ch if ch.isalnum() else "_" for ch in name) + suffix
+                cfg = variant_config(base, {**changes, "seed": seed})
+                runs[seed] = run_variant(a.root, cat, cfg, a.work, slug, shared, matching_only,
+                                         a.split, suffix)
+                r = runs[seed]
+                print(f"{cat:<10} {name:<22} seed {seed}  semalign3d "
+                      f"{r['semalign3d']['pck']:5.1f}  nn {r['nn']['pck']:5.1f}  alignment PCK "
+                      f"{r['alignment']['pck']:5.1f}  mirrored {r['alignment']['mirrored']:4.1f} %"
+                      f"  ({r['seconds']} s)", flush=True)
+            results.setdefault(cat, {})[name] = mean_over_seeds(runs)
             write_json(a.out, results)
     print()
     print(markdown_table(results))
