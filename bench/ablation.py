@@ -17,7 +17,7 @@ import os
 import time
 from pathlib import Path
 
-from semalign3d.config import AlignConfig, Config, PriorConfig, replace
+from semalign3d.config import AlignConfig, Config, ConfigError, PriorConfig, replace
 from semalign3d.experiment import RunDir, alignment_scores, evaluate_category, summaries
 from semalign3d.io import write_json
 from semalign3d.prior.representation import ClassRepresentation
@@ -30,7 +30,7 @@ VARIANTS: dict[str, tuple[dict, bool]] = {
     "neither tie-breaker": ({"visibility_radius": 0.0, "w_depth_order": 0.0}, False),
     "p_sem gaussian": ({"p_sem": "gaussian"}, False),
     "dense: points": ({"dense_likelihood": "points"}, False),
-    "sparse: pixels": ({"sparse_likelihood": "pixels"}, False),
+    "sparse: pixels": ({"sparse_likelihood": "pixels", "sparse_cells": "foreground"}, False),
     "+ mirrored hyps": ({"mirror_hypotheses": True}, False),
     "no chirality": ({"w_chirality": 0.0}, False),
     "no facing": ({"facing_tau": 0.0}, False),
@@ -50,17 +50,22 @@ VARIANTS: dict[str, tuple[dict, bool]] = {
 }
 
 
-#: Config sections a variant may change besides ``align`` (e.g. ``{"masks": {...}}``)
-SECTIONS = ("masks", "depth")
+#: settings of other Config sections a variant may change besides ``align``: only test-time
+#: ones, since every variant shares the first run's prior and descriptors
+SECTIONS: dict[str, tuple[str, ...]] = {"masks": ("test_source",)}
 
 
 def variant_config(base: Config, changes: dict) -> Config:
     """``base`` with a variant's changes: top-level keys are ``AlignConfig`` fields, except the
-    :data:`SECTIONS`, whose dicts change that section."""
+    :data:`SECTIONS`, whose dicts change that section (test-time keys only)."""
     align = {k: v for k, v in changes.items() if k not in SECTIONS}
     cfg = replace(base, align=replace(AlignConfig(), **align))
-    for k in SECTIONS:
+    for k, allowed in SECTIONS.items():
         if k in changes:
+            bad = sorted(set(changes[k]) - set(allowed))
+            if bad:
+                raise ConfigError(f"variant changes {k}.{', '.join(bad)}: variants share one prior "
+                                  f"and descriptors, so only {k}.{'/'.join(allowed)} may change")
             cfg = replace(cfg, **{k: replace(getattr(base, k), **changes[k])})
     return cfg
 
@@ -152,11 +157,9 @@ def run_variant(root: Path, cat: str, cfg: Config, work: Path, slug: str, shared
 
 
 def mean_over_seeds(runs: dict[int, dict]) -> dict:
-    """One cell from runs with several alignment seeds: every figure averaged (the per-seed
-    figures kept under ``"seeds"`` when there is more than one)."""
+    """One cell from runs with one or more alignment seeds: every figure averaged, the per-seed
+    figures kept under ``"seeds"``."""
     first = next(iter(runs.values()))
-    if len(runs) == 1:
-        return first
 
     def mean(values: list) -> float | None:
         got = [v for v in values if v is not None]

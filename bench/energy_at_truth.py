@@ -66,7 +66,8 @@ def main() -> None:
         dt = batch.cells.dtype
         npz = np.load(a.root / "Synthetic" / a.category / f"{im.name}.npz")
         true_kp = torch.from_numpy(npz["keypoints_camera"])[rep.keypoint_ids].to(dt)
-        true_kp = true_kp / true_kp[:, 2].mean()  # the depth gauge's scale (projection kept)
+        # at the depth gauge's target (projections are unchanged by the scale)
+        true_kp = true_kp * (batch.z_bar[0] / true_kp[:, 2].mean())
         energies = {}
         for key, kp, focal in (("truth", true_kp, float(npz["focal"])),
                                ("fit", fit.keypoints.to(dt), fit.focal)):
@@ -87,8 +88,10 @@ def main() -> None:
     for key, v in sums.items():
         print(f"{key:<6}" + "".join(f"{float(x) / n:11.3f}" for x in v)
               + f"{float(v.sum()) / n:11.3f}")
-    print(f"truth lower than the fit in {truth_lower} / {n} images; annotated / fitted keypoint "
-          f"spread: median {statistics.median(ratios):.3f}, mean {statistics.fmean(ratios):.3f}")
+    print(f"truth lower than the fit in {truth_lower} / {n} images")
+    if ratios:
+        print(f"annotated / fitted keypoint spread: median {statistics.median(ratios):.3f}, "
+              f"mean {statistics.fmean(ratios):.3f} ({len(ratios)} images with >= 3 keypoints)")
 
 
 if __name__ == "__main__":

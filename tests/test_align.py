@@ -14,6 +14,7 @@ from semalign3d.align.energy import (
     SCHEDULES,
     TERMS,
     energy_terms,
+    project,
     schedule_tables,
     total_energy,
 )
@@ -34,6 +35,7 @@ from semalign3d.align.reconstruction import nll_pixels, nll_points, pair_log_lik
 from semalign3d.align.semantic import log_p_sem
 from semalign3d.align.target import AlignError, AlignTarget, make_target, stack_targets
 from semalign3d.align.toy import render, toy_representation
+from semalign3d.align.visibility import log_facing
 from semalign3d.config import AlignConfig, replace, scale_schedules, table5
 from semalign3d.geometry import procrustes_align
 from semalign3d.models.base import DescriptorMap, FeatureGrid
@@ -494,9 +496,12 @@ def test_keypoint_facing_hides_keypoints_seen_from_behind(toy):
     facing = torch.zeros(k, 3, dtype=rep.sparse_xyz.dtype)
     facing[0, 2] = 1.0  # keypoint 0: seen from +z (canonical) only
     rep_f = dataclasses.replace(rep, sparse_facing=facing)
-    on, off = AlignConfig(keypoint_facing=True), AlignConfig()
+    # no z-buffer: the keypoints' weights are then the facing weights alone
+    on = AlignConfig(keypoint_facing=True, visibility_radius=0.0)
+    off = replace(on, keypoint_facing=False)
     assert prepare_model(rep_f, off).sparse_facing is None
-    assert prepare_model(rep, on).sparse_facing is None  # a representation without them
+    with pytest.raises(ValueError, match="keypoint facing"):  # a representation without them
+        prepare_model(rep, on)
     torch.testing.assert_close(prepare_model(rep_f, on).sparse_facing, facing)
     m_on, batch = _batch(rep_f, view, on, D)
     m_off = prepare_model(rep_f, off).to(dtype=D)
@@ -506,12 +511,18 @@ def test_keypoint_facing_hides_keypoints_seen_from_behind(toy):
     f = torch.ones(1, 1, dtype=D)
     t_on = energy_terms(kp, f, batch, m_on, 0.1, 0.1, on)
     t_off = energy_terms(kp, f, batch, m_off, 0.1, 0.1, off)
-    assert not torch.allclose(t_on["sparse"], t_off["sparse"])
+    lf = log_facing(kp, kp, m_on.sparse_xyz, facing.to(D), on.facing_tau)
+    assert lf[0, 0, 0] < -9 and (lf[0, 0, 1:] == 0).all()  # only keypoint 0 is seen from behind
+    proj = project(kp, f, batch.principal)
+    cells, weight = batch.sparse_omega
+    want = nll_points(proj, cells, weight, batch.log_sem_sparse, 0.1, on.log_eps, lf)
+    torch.testing.assert_close(t_on["sparse"], want)
+    torch.testing.assert_close(t_off["sparse"], nll_points(proj, cells, weight,
+                                                           batch.log_sem_sparse, 0.1, on.log_eps))
     torch.testing.assert_close(t_on["dense"], t_off["dense"])  # only the keypoints' weights
 
 
 def test_log_facing_exact_and_seen_from_behind():
-    from semalign3d.align.visibility import log_facing
 
     canon = torch.tensor([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]], dtype=D) * 0.1
     point = torch.tensor([[0.0, 0.0, 0.0]], dtype=D)

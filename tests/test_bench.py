@@ -25,6 +25,8 @@ def test_variant_config_sections_and_typos():
         ablation.variant_config(Config(), {"sparse_cell": "image"})
     with pytest.raises(ConfigError, match="test_sorce"):
         ablation.variant_config(Config(), {"masks": {"test_sorce": "bbox"}})
+    with pytest.raises(ConfigError, match="share one prior"):  # would need another prior
+        ablation.variant_config(Config(), {"masks": {"train_source": "none"}})
 
 
 def _cell(pck: float, vp2: float | None, al: float) -> dict:
@@ -35,7 +37,8 @@ def _cell(pck: float, vp2: float | None, al: float) -> dict:
 
 def test_mean_over_seeds_exact():
     one = _cell(80.0, 70.0, 60.0)
-    assert ablation.mean_over_seeds({0: one}) is one  # a single seed is kept as it is
+    single = ablation.mean_over_seeds({1: one})  # one seed: its figures, and which seed it was
+    assert single["semalign3d"] == one["semalign3d"] and list(single["seeds"]) == ["1"]
     m = ablation.mean_over_seeds({0: one, 1: _cell(90.0, None, 66.0), 2: _cell(70.0, 76.0, 54.0)})
     assert m["semalign3d"]["pck"] == pytest.approx(80.0)
     assert m["semalign3d"]["pck_vp2"] == pytest.approx(73.0)  # a missing bucket is left out

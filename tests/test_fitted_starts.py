@@ -156,11 +156,13 @@ def test_lift_places_the_box_fit_on_the_object(toy_field):
     assert torch.allclose(h.keypoints[..., 2].mean(-1), torch.ones(1, 3), atol=1e-4)
 
 
-def test_fitted_starts_do_not_depend_on_the_batch(toy_field):
+@pytest.mark.parametrize("cells", ["foreground", "dilated"])
+def test_fitted_starts_do_not_depend_on_the_batch(toy_field, cells):
     """Two images of different foreground size (padded cells) in one batch get the starts each
-    gets alone."""
+    gets alone, whichever cells the keypoints are matched to ('image' has no padding here: the
+    two images have the same size)."""
     rep, field = toy_field
-    cfg = replace(AlignConfig(), n_fitted_starts=2)
+    cfg = replace(AlignConfig(), n_fitted_starts=2, sparse_cells=cells)
     va, model, _ = _toy_batch(rep, field, 3, cfg)
     vb = render(field, random_rotations(1, 5)[0], torch.tensor([0.0, 0.01, 1.4], dtype=D),
                 grid=24, seed=2)
@@ -168,6 +170,8 @@ def test_fitted_starts_do_not_depend_on_the_batch(toy_field):
                            model, cfg, mask=v.mask) for n, v in (("a", va), ("b", vb))]
     both = stack_targets(targets, model, cfg)
     assert int(both.weight[0].sum()) != int(both.weight[1].sum())  # one of them is padded
+    sw = both.sparse_omega[1]
+    assert int(sw[0].sum()) != int(sw[1].sum())  # so is one keypoint table
     h = initial_hypotheses(both, model, cfg)
     for i, t in enumerate(targets):
         alone = initial_hypotheses(stack_targets([t], model, cfg), model, cfg)

@@ -499,6 +499,17 @@ def test_representation_save_load_roundtrip(toy_rep, tmp_path):
     wrong = dataclasses.replace(rep, object_sim_mean=rep.object_sim_mean[:-1])
     with pytest.raises(RepresentationError, match="object_sim_mean"):
         wrong.validate()
+    none = dataclasses.replace(rep, object_features=rep.object_features[:0],
+                               object_sim_mean=rep.object_sim_mean[:0],
+                               object_sim_std=rep.object_sim_std[:0],
+                               sparse_facing=torch.zeros(0, 3))
+    none.validate()  # optional parts may be absent
+    back_none = ClassRepresentation.load(none.save(tmp_path / "none.safetensors"))
+    assert back_none.object_features.shape[0] == 0 and back_none.sparse_facing.shape == (0, 3)
+    with pytest.raises(RepresentationError, match="object_sim_std"):
+        dataclasses.replace(none, object_sim_std=torch.zeros(2)).validate()
+    with pytest.raises(RepresentationError, match="sparse_facing"):
+        dataclasses.replace(rep, sparse_facing=torch.zeros(3, 3)).validate()
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(path.read_bytes()[:200])
     with pytest.raises(RepresentationError, match="bad.safetensors"):

@@ -23,9 +23,9 @@ def feature_foreground(
 ) -> torch.Tensor:
     """Foreground probability of every cell from its descriptor alone.
 
-    The calibrated ``p_sem`` of a cell that truly shows point ``i`` is uniform on [0, 1] (it is
-    the rank of its similarity among the training images'), so ``max_i p_sem`` alone calls many
-    object cells half background, most of all at the outline where descriptors mix with the
+    The calibrated ``p_sem`` is 1 at or above a point's mean training similarity and falls as a
+    two-sided Gaussian tail below it, so a true cell that happens to fall below its points' means
+    (most of all at the outline, where descriptors mix with the background) is called partly
     background. ``floor`` < 1 counts every ``p_sem >= floor`` as certain foreground.
 
     Args:

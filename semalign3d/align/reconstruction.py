@@ -109,7 +109,8 @@ def nll_points(
     eps: float = 1e-4,
     log_visible: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Eqs. 6-8, "points": mean over points of the best foreground cell's NLL.
+    """Eqs. 6-8, "points": mean over points of the best cell's NLL (the cells given: Omega, or
+    more with ``AlignConfig.sparse_cells``).
 
     Shapes as :func:`nll_pixels`; returns ``[I x H]``. With ``log_visible`` the mean is weighted
     by each point's visibility (an occluded point need not find a cell).

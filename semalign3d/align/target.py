@@ -194,12 +194,18 @@ def stack_targets(
     if cfg.sparse_cells not in ("foreground", "dilated", "image"):
         raise ValueError(f"unknown sparse_cells {cfg.sparse_cells!r}; expected 'foreground', "
                          "'dilated' or 'image'")
+    if cfg.sparse_likelihood == "pixels" and cfg.sparse_cells != "foreground":
+        raise ValueError("sparse_likelihood 'pixels' explains every searched cell by a keypoint, "
+                         "background included: use it with sparse_cells 'foreground'")
     if cfg.sparse_dilation < 0:
         raise ValueError(f"sparse_dilation is a number of cells >= 0, got {cfg.sparse_dilation}")
     i_n = len(targets)
 
-    def tables(sets: list[torch.Tensor], feats, mean, std):
-        """Padded ``(cells, weight, log p_sem)`` of each image's cell set ``sets[i]``."""
+    def tables(
+        sets: list[torch.Tensor], feats: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded ``(cells [I x M x 2], weight [I x M], log p_sem [I x M x R])`` of each
+        image's cell set ``sets[i]`` (``[h*w]`` bool) against ``R`` points ``feats [R x C]``."""
         m_n = max(int(o.sum()) for o in sets)
         cells = torch.zeros(i_n, m_n, 2, device=dev, dtype=dt)
         weight = torch.zeros(i_n, m_n, device=dev, dtype=dt)

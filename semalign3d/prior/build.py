@@ -215,11 +215,10 @@ def build_representation(
         phi, phi_mean, phi_std = keypoint_features(kfeat[:, used], vis[:, used])
         # from which side the cameras saw each keypoint, in the canonical frame (as for the
         # dense points below): a keypoint seen from behind is hidden even without an occluder
-        kdirs = []
-        for b in range(kpu.shape[0]):
-            _, rot, _ = similarity_fit(kpu[b], sparse.to(kpu.dtype))
-            kdirs.append(F.normalize(-kpu[b], dim=-1) @ rot.T)
-        kdirs = torch.stack(kdirs)  # [B x K x 3], NaN where invisible
+        # the rotation of each image's skeleton onto the canonical one (reused for dense points)
+        rots = [similarity_fit(kpu[b], sparse.to(kpu.dtype))[1] for b in range(kpu.shape[0])]
+        kdirs = torch.stack([F.normalize(-kpu[b], dim=-1) @ rot.T for b, rot in enumerate(rots)])
+        # kdirs: [B x K x 3], NaN where invisible
         seen = ~torch.isnan(kdirs).any(-1)
         sparse_facing = kdirs.nan_to_num().sum(0) / seen.sum(0).clamp_min(1)[:, None]
 
@@ -241,16 +240,16 @@ def build_representation(
                 xyz, kpu[b], sparse, cfg.max_points_per_image, cfg.inside_tolerance, g
             )
             per_image[r.key] = int(keep.numel())
-            # own generator: the dense cloud's draws stay those of a build without prototypes
-            pick = torch.randperm(pix.shape[0], generator=g_obj)[: cfg.object_samples_per_image]
-            obj.append(v.descriptors.grid.sample(v.descriptors.features.float(), pix[pick]))
+            if cfg.object_prototypes > 0:
+                # own generator: the dense cloud's draws stay those of a build without them
+                pick = torch.randperm(pix.shape[0], generator=g_obj)
+                pick = pick[: cfg.object_samples_per_image]
+                obj.append(v.descriptors.grid.sample(v.descriptors.features.float(), pix[pick]))
             if keep.numel():
                 pts.append(moved)
                 feats.append(v.descriptors.grid.sample(v.descriptors.features.float(), pix[keep]))
-                # towards the camera (the origin), turned into the canonical frame by the
-                # rotation of the image's skeleton onto the canonical one
-                _, rot, _ = similarity_fit(kpu[b], sparse.to(kpu.dtype))
-                dirs.append(F.normalize(-xyz[keep], dim=-1) @ rot.T)
+                # towards the camera (the origin), turned into the canonical frame
+                dirs.append(F.normalize(-xyz[keep], dim=-1) @ rots[b].T)
         if not pts:
             warnings.warn(
                 f"{category}: no mask point fell inside any keypoint tetrahedron; the dense "
@@ -275,7 +274,7 @@ def build_representation(
 
     with _stage(timings, "object prototypes", progress):
         obj_feats = torch.cat(obj) if obj else phi.new_zeros(0, phi.shape[-1])
-        if cfg.object_prototypes > 0 and obj_feats.shape[0] > 0:
+        if obj_feats.shape[0] > 0:
             proto, proto_mean, proto_std = object_prototypes(
                 obj_feats, cfg.object_prototypes, cfg.kmeans_iters, cfg.seed
             )

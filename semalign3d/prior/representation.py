@@ -178,12 +178,12 @@ class ClassRepresentation:
             "dense_from_sparse": (n, k),
             "dense_facing": (n, 3),
         }
-        if self.sparse_facing.shape[0]:
-            expect["sparse_facing"] = (k, 3)
+        # optional: sparse_facing [0 x 3] when unknown; P = 0 object prototypes allowed
+        expect["sparse_facing"] = (k if self.sparse_facing.shape[0] else 0, 3)
         p_n = int(self.object_features.shape[0])
-        if p_n:  # no prototypes: any empty tensor
-            expect |= {"object_features": (p_n, c), "object_sim_mean": (p_n,),
-                       "object_sim_std": (p_n,)}
+        expect |= {"object_sim_mean": (p_n,), "object_sim_std": (p_n,)}
+        if p_n:
+            expect["object_features"] = (p_n, c)
         for name, shape in expect.items():
             got = tuple(getattr(self, name).shape)
             if got != shape:

@@ -330,9 +330,13 @@ def read_metadata(root: str | Path) -> dict:
     known = metadata(SynthConfig(), [])["generation"]
     missing = sorted(set(known) - set(meta.get("generation", {})))
     if missing:
+        g = meta.get("generation", {})
+        counts = " ".join(f"--{k.replace('_', '-')} {g[k]}" for k in
+                          ("n_train", "n_val", "n_test", "n_test_pairs") if k in g)
         raise DataError(
             f"{path}: written by an older generator (no {', '.join(missing)} in 'generation'); "
-            f"delete {Path(root)} and regenerate it with 'semalign3d data synth --out {root}'"
+            f"delete {Path(root)} and regenerate it with 'semalign3d data synth --out {root} "
+            f"--seed {meta.get('seed', 0)} {counts}' (plus any oracle/depth options used)"
         )
     return meta
 
