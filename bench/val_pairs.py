@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from semalign3d.data.synthetic import generate as gen
-from semalign3d.data.synthetic.pairs import pair_record, sample_pairs
+from semalign3d.data.synthetic.pairs import sample_pairs
+from semalign3d.io import atomic_write
 
 #: offset of the val-pair generator's seed (test pairs use 10_000_000 + split index)
 SEED_OFFSET = 20_000_001
@@ -54,9 +55,8 @@ def main() -> None:
     tmp = a.dst.with_name(a.dst.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(a.src, tmp, copy_function=os.link)
-    # the copied metadata and pair lists are replaced, never written through the hard links
     val = tmp / "PairAnnotation" / "val"
-    shutil.rmtree(val)
+    shutil.rmtree(val)  # removes links only
     val.mkdir()
     sampler = replace(cfg, n_test_pairs=a.pairs)
     for category in cfg.categories:
@@ -67,17 +67,13 @@ def main() -> None:
                 for sc in group}
         rng = np.random.default_rng(gen.image_seed(cfg.seed, category, SEED_OFFSET))
         pairs = sample_pairs(group, "test", sampler, rng)
-        for pid, (i, j) in enumerate(pairs, start=1):
-            rec = pair_record(pid, group[i], group[j], anns[group[i].name], anns[group[j].name])
-            (val / f"{rec['filename']}.json").write_text(gen._dump(rec))
+        gen.write_pairs(tmp, "val", group, anns, pairs)
         print(f"{category}: {len(pairs)} val pairs")
-    stems = sorted(f.name[:-5] for f in val.glob("*.json"))
-    layout = tmp / "Layout" / "small" / "val.txt"
-    layout.unlink()
-    layout.write_text("".join(s + "\n" for s in stems))
+    # atomic writes replace the hard links, so the source root is never written through
+    gen.write_layouts(tmp)
     meta["generation"]["n_val_pairs"] = a.pairs
-    (tmp / "synthetic.json").unlink()
-    (tmp / "synthetic.json").write_text(json.dumps(meta, indent=1) + "\n")
+    atomic_write(tmp / "synthetic.json",
+                 lambda p: p.write_text(json.dumps(meta, indent=1) + "\n"))
     tmp.rename(a.dst)
     print(f"wrote {a.dst}")
 

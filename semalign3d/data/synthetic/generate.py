@@ -430,13 +430,7 @@ def generate_dataset(
                 group = [sc for sc in scenes if sc.split == split]
                 rng = np.random.default_rng(image_seed(cfg.seed, category, 10_000_000 + k))
                 pairs = sample_pairs(group, split, cfg, rng)
-                for pid, (i, j) in enumerate(pairs, start=1):
-                    rec = pair_record(
-                        pid, group[i], group[j], anns[group[i].name], anns[group[j].name]
-                    )
-                    path = root / "PairAnnotation" / split / f"{rec['filename']}.json"
-                    if not path.exists():
-                        _write_text(path, _dump(rec))
+                write_pairs(root, split, group, anns, pairs)
                 summary["pairs"][category][split] = len(pairs)
             train = [sc for sc in scenes if sc.split == "trn"] or scenes
             cls = class_record(category, train, cfg.mean_samples)
@@ -448,8 +442,27 @@ def generate_dataset(
                     f"{category}: {summary['images'][category]} images, "
                     f"{summary['pairs'][category]} pairs"
                 )
+    write_layouts(root)
+    return summary
+
+
+def write_pairs(
+    root: Path, split: str, group: Sequence[Scene], anns: dict[str, dict],
+    pairs: Sequence[tuple[int, int]],
+) -> None:
+    """``PairAnnotation/<split>/*.json`` of ``pairs`` (indices into ``group``, ids from 1);
+    existing files are kept (a resumed run writes the same ones)."""
+    for pid, (i, j) in enumerate(pairs, start=1):
+        rec = pair_record(pid, group[i], group[j], anns[group[i].name], anns[group[j].name])
+        path = root / "PairAnnotation" / split / f"{rec['filename']}.json"
+        if not path.exists():
+            _write_text(path, _dump(rec))
+
+
+def write_layouts(root: Path) -> None:
+    """``Layout/small/<split>.txt``: the pair files of each split, sorted (written last, so its
+    presence marks a complete dataset)."""
     for split in SPLITS:
         d = root / "PairAnnotation" / split
         stems = sorted(p.name[:-5] for p in d.glob("*.json")) if d.is_dir() else []
         _write_text(root / "Layout" / "small" / f"{split}.txt", "".join(s + "\n" for s in stems))
-    return summary
