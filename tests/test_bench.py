@@ -56,3 +56,39 @@ def test_table_rows_with_a_missing_run():
     assert rows["pairs"][1] == ["default", "80.0 / 70.0", "90.0 / 85.0", "85.0"]
     assert rows["pairs"][2] == ["x", "70.0 / 60.0", "-", "70.0"]  # the mean skips "-"
     assert rows["alignment"][1][1] == "50.0 / 10.0"
+
+
+_ospec = importlib.util.spec_from_file_location(
+    "oracle_start", Path(__file__).resolve().parents[1] / "bench" / "oracle_start.py"
+)
+oracle_start = importlib.util.module_from_spec(_ospec)
+_ospec.loader.exec_module(oracle_start)
+
+
+def test_true_start_places_the_canonical_cloud_on_the_truth(tmp_path):
+    """bench/oracle_start.py: when the true keypoints are a similarity of the canonical ones, the
+    start is the truth itself, rescaled to the gauge's z-bar (projections unchanged), with the
+    true rotation and 1 / focal."""
+    import types
+
+    import numpy as np
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    canon = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    c, s = np.cos(0.7), np.sin(0.7)
+    rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]], dtype=torch.float64)
+    rot = rot @ torch.tensor([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]], dtype=torch.float64)
+    truth = 0.3 * canon @ rot.T + torch.tensor([0.1, -0.2, 2.0], dtype=torch.float64)
+    # the file holds every category keypoint id; the representation uses ids 1..5
+    table = torch.cat([torch.full((1, 3), float("nan"), dtype=torch.float64), truth])
+    np.savez(tmp_path / "im.npz", keypoints_camera=table.numpy(), focal=np.float64(1.6))
+    rep = types.SimpleNamespace(keypoint_ids=torch.arange(1, 6), sparse_xyz=canon)
+    z_bar = torch.tensor(1.0, dtype=torch.float64)
+    h = oracle_start.true_start(tmp_path / "im.npz", rep, z_bar, torch.float64)
+    want = truth / truth[:, 2].mean()
+    torch.testing.assert_close(h.keypoints[0, 0], want)
+    torch.testing.assert_close(h.rotations[0, 0], rot)
+    assert h.focal_inv.item() == pytest.approx(1 / 1.6) and bool(h.fitted.all())
+    proj = lambda p: p[:, :2] / p[:, 2:]  # noqa: E731
+    torch.testing.assert_close(proj(h.keypoints[0, 0]), proj(truth))

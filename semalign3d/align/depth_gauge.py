@@ -27,17 +27,24 @@ def depth_order_loss(
     weight_maps: torch.Tensor,
     offset: torch.Tensor,
     point_weight: torch.Tensor | None = None,
+    form: str = "correlation",
 ) -> torch.Tensor:
-    """``1 - corr(z_model, z_image)`` over points, weighted by the foreground at each projection.
+    """``1 - corr(z_model, z_image)`` over points, weighted by the foreground at each projection
+    (``form="correlation"``), or ``max(0, -corr)`` (``"hinge"``): a correlation is blind to the
+    depth range, so a nearly flat cloud gains as much from a slight tilt as a deep one from its
+    true pose; the hinge costs only a reversed order and leaves a right pose where it is.
 
     Args:
         points: ``[I x H x N x 3]`` camera-frame dense points; proj: ``[I x H x N x 2]``.
         depth: ``[I x 1 x h x w]`` pseudo-depth; weight_maps: ``[I x 1 x h x w]`` soft mask.
         offset: ``[I x 2]``.
         point_weight: optional ``[I x H x N]`` extra weights (e.g. visibility).
+        form: ``"correlation"`` or ``"hinge"``.
     Returns:
-        ``[I x H]`` in [0, 2].
+        ``[I x H]`` in [0, 2] (``"hinge"``: [0, 1]).
     """
+    if form not in ("correlation", "hinge"):
+        raise ValueError(f"unknown depth_order_form {form!r}; expected 'correlation' or 'hinge'")
     d = sample_grid(depth, proj, offset)
     w = sample_grid(weight_maps, proj, offset)
     if point_weight is not None:
@@ -48,4 +55,5 @@ def depth_order_loss(
     dc = d - (w * d).sum(-1, keepdim=True) / wsum
     cov = (w * zc * dc).sum(-1)
     var = (w * zc**2).sum(-1) * (w * dc**2).sum(-1)
-    return 1 - cov / (var + 1e-12).sqrt()
+    corr = cov / (var + 1e-12).sqrt()
+    return 1 - corr if form == "correlation" else (-corr).clamp_min(0)

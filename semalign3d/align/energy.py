@@ -123,7 +123,7 @@ def energy_terms(
         # occluded and back-facing points do not vote on the depth order either
         vis = None if log_vis is None else log_vis.exp()
         terms["order"] = depth_order_loss(dense, proj_d, batch.depth, batch.mask, batch.offset,
-                                          vis)
+                                          vis, cfg.depth_order_form)
     else:
         terms["order"] = torch.zeros_like(focal)
     terms["chirality"] = (

@@ -118,7 +118,8 @@ class TargetBatch:
         log_sem_dense: ``[I x P x N]`` ``log p_sem`` between cells and dense points.
         log_sem_sparse: ``[I x Q x K]`` the same for keypoints, over the cells of
             :attr:`sparse_omega` (``Q = P`` when ``cfg.sparse_cells`` is ``"foreground"``).
-        mask: ``[I x 1 x h x w]`` blurred foreground over the padded square (for ``L_background``).
+        mask: ``[I x 1 x h x w]`` foreground blurred outwards over the padded square, divided by
+            ``cfg.background_floor`` and capped at 1 (for ``L_background`` and ``L_order``).
         offset: ``[I x 2]`` padding / side: grid-sample coordinate is ``2 (u + offset) - 1``.
         principal: ``[I x 2]`` principal points.
         center: ``[I x 2]`` centre of ``Omega``'s bounding box (normalised).
@@ -233,9 +234,13 @@ def stack_targets(
     s_cells, s_weight, sem_s = tables(sparse_sets, model.sparse_features, model.sparse_sim_mean,
                                       model.sparse_sim_std)
     # blurred outwards only: points inside the object are never pulled towards its centre
+    if not 0 < cfg.background_floor <= 1:
+        raise ValueError(f"background_floor must be in (0, 1], got {cfg.background_floor}")
+    # a soft mask's confident core would otherwise pay points for leaving the object's rim
     mask = torch.stack(
         [torch.maximum(t.foreground, smooth(t.foreground, cfg.mask_blur)) for t in targets]
     )[:, None]
+    mask = (mask / cfg.background_floor).clamp_max(1)
     offset = torch.tensor(
         [[t.grid.pad[0] / t.grid.side, t.grid.pad[1] / t.grid.side] for t in targets],
         device=dev, dtype=dt,

@@ -118,7 +118,8 @@ UNKNOWNS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (3, "units of sigma (we use fractions of the longest image side)", ()),
     (4, "form of L_background and the source of test-time masks",
      ("masks.test_source", "align.foreground_prototypes", "prior.object_prototypes",
-      "align.foreground_floor", "align.foreground_threshold", "align.mask_blur")),
+      "align.foreground_floor", "align.foreground_threshold", "align.mask_blur",
+      "align.background_floor")),
     (5, "target depth z-bar of L_depth and keypoint weights",
      ("align.depth_target", "align.depth_target_value")),
     (6, "initialisation: starting poses (fitted or cube rotations), mirrors, where the schedules "
