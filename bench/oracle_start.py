@@ -17,10 +17,10 @@ PCK is the energy's bias (its minimum lies elsewhere); a gap from the optimised 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -29,26 +29,28 @@ from semalign3d.align.model import prepare_model
 from semalign3d.align.optimize import align
 from semalign3d.align.profiles import PROFILES, category_config
 from semalign3d.align.target import stack_targets
+from semalign3d.book.pipeline import true_pose
 from semalign3d.config import Config, load_yaml, replace
+from semalign3d.data.records import AnnotatedImage
 from semalign3d.data.spair import SPairDataset
 from semalign3d.experiment import RunDir, build_targets, encode, evaluate_category, summaries
-from semalign3d.geometry import similarity_fit
 from semalign3d.io import write_json
 from semalign3d.prior.representation import ClassRepresentation
+from semalign3d.process import single_thread
 
 
-def true_start(npz: Path, rep: ClassRepresentation, z_bar: torch.Tensor,
-               dtype: torch.dtype) -> Hypotheses:
-    """The canonical keypoints placed on an image's true keypoints (one hypothesis), at the
-    depth gauge's ``z_bar`` (a scale that leaves the projection unchanged)."""
-    data = np.load(npz)
-    true_kp = torch.from_numpy(data["keypoints_camera"])[rep.keypoint_ids].to(dtype)
-    true_kp = true_kp * (z_bar / true_kp[:, 2].mean())
-    canon = rep.sparse_xyz.to(dtype)
-    scale, rot, shift = similarity_fit(canon, true_kp)
-    start = scale * canon @ rot.T + shift
-    focal_inv = torch.tensor([[1.0 / float(data["focal"])]], dtype=dtype)
-    return Hypotheses(start[None, None], focal_inv, rot[None, None], torch.tensor([True]))
+def true_start(rep: ClassRepresentation, root: Path, image: AnnotatedImage,
+               z_bar: torch.Tensor) -> Hypotheses:
+    """One hypothesis: the canonical keypoints posed like the object of a synthetic image
+    (:func:`semalign3d.book.pipeline.true_pose`) at the depth gauge's ``z_bar`` (0-d), with the
+    true focal length. Returns ``keypoints [1 x 1 x K x 3]``, ``focal_inv [1 x 1]`` on
+    ``z_bar``'s device and dtype (the rotation is unused by :func:`align`: identity)."""
+    keypoints, focal = true_pose(rep, root, image, float(z_bar))
+    dev, dt = z_bar.device, z_bar.dtype
+    return Hypotheses(keypoints.to(dev, dt)[None, None],
+                      torch.full((1, 1), 1.0 / focal, device=dev, dtype=dt),
+                      torch.eye(3, device=dev, dtype=dt)[None, None],
+                      torch.ones(1, dtype=torch.bool, device=dev))
 
 
 def main() -> None:
@@ -71,10 +73,21 @@ def main() -> None:
     cfg = category_config(a.category, config.align, a.profile)
     if a.start_only:
         cfg = replace(cfg, n_steps=1, lr=0.0)
+    if a.out.resolve() == a.run.resolve():
+        raise SystemExit("--out must be a directory of its own: the oracle alignments would "
+                         f"replace the ordinary ones of {a.run}")
     shared, out = RunDir(a.run), RunDir(a.out)
     if not shared.prior(a.category).is_file():
         raise SystemExit(f"{shared.prior(a.category)} is missing: run 'semalign3d evaluate "
                          f"--out {a.run}' on this category first")
+    # cached alignments are only reused for the same setting: a stamp records it
+    setting = {"run": str(a.run.resolve()), "start_only": a.start_only, "profile": a.profile,
+               "config": json.loads(json.dumps(dataclasses.asdict(config), default=str))}
+    stamp = a.out / f"oracle_{a.category}.json"
+    if stamp.is_file() and json.loads(stamp.read_text()) != setting:
+        raise SystemExit(f"{a.out} holds oracle alignments of another setting ({stamp}); "
+                         "pass a fresh --out")
+    write_json(stamp, setting)
     for src, dst in ((shared.prior(a.category), out.prior(a.category)),
                      (shared.features, out.features)):
         if src.exists() and not dst.exists():
@@ -84,19 +97,23 @@ def main() -> None:
     ds = SPairDataset(a.root)
     pairs = ds.pairs(a.split, a.category)
     names = list(dict.fromkeys(n for pr in pairs for n in (pr.source, pr.target)))
+    missing = [n for n in names if not (a.root / "Synthetic" / a.category / f"{n}.npz").is_file()]
+    if missing:
+        raise SystemExit(f"{a.root / 'Synthetic' / a.category / (missing[0] + '.npz')} is missing "
+                         f"({len(missing)} images): --root must be a synthetic dataset "
+                         "('semalign3d data synth') whose truth records are kept")
     todo = [n for n in names if not out.alignment(a.category, n).is_file()]
     images = [ds.image(a.category, n) for n in todo]
     descriptors = encode(images, config, a.root, out, progress=False) if images else []
     model = prepare_model(rep, cfg)
     for im, desc in tqdm(list(zip(images, descriptors, strict=True)), desc="oracle starts"):
         torch.manual_seed(cfg.seed)
-        batch = stack_targets(build_targets([im], [desc], model, cfg, config, a.root), model, cfg)
-        npz = a.root / "Synthetic" / a.category / f"{im.name}.npz"
-        if not npz.is_file():
-            raise SystemExit(f"{npz} is missing: --root must be a synthetic dataset "
-                             "('semalign3d data synth') whose truth records are kept")
-        init = true_start(npz, rep, batch.z_bar[0], batch.cells.dtype)
-        write_json(out.alignment(a.category, im.name), align(batch, model, cfg, init)[0].to_dict())
+        target = build_targets([im], [desc], model, cfg, config, a.root)[0]
+        # one thread, like 'semalign3d evaluate': the thread count alone moves a fit
+        with single_thread():
+            batch = stack_targets([target], model, cfg)
+            fit = align(batch, model, cfg, true_start(rep, a.root, im, batch.z_bar[0]))[0]
+        write_json(out.alignment(a.category, im.name), fit.to_dict())
     # every image is aligned now, so evaluation only matches and scores
     r = evaluate_category(a.root, a.category, config, out.root, methods=("semalign3d",),
                           profile=a.profile, split=a.split, progress=False)

@@ -325,8 +325,7 @@ class AlignConfig:
     depth_target: Literal["constant", "foreground"] = "constant"  # [R] z-bar of L_depth
     depth_target_value: float = 1.0  # [R] z-bar when depth_target == "constant"
     w_depth_order: float = 1.0  # [R] weight of the depth-ordering tie-breaker (needs depth maps)
-    depth_order_form: Literal["correlation", "hinge"] = "correlation"  # [R] L_order: 1 - corr,
-    # or max(0, -corr), which costs a reversed depth order only
+    depth_order_form: Literal["correlation", "hinge"] = "correlation"  # [R] hinge: max(0, -corr)
     visibility_radius: float = 0.02  # [R] >0: soft z-buffer (normalised units); 0 = off
     facing_tau: float = 0.1  # [R] >0: dense points seen from behind explain less (0 = off)
     keypoint_facing: bool = False  # [R] facing_tau also hides keypoints seen from behind
@@ -351,7 +350,7 @@ class AlignConfig:
     foreground_floor: float = 1.0  # [R] feature masks: p_sem >= this is sure foreground
     foreground_prototypes: bool = False  # [R] feature masks also use the object prototypes
     mask_blur: float = 2.0  # [R] Gaussian blur (cells) softening the mask for L_background
-    background_floor: float = 0.5  # [R] L_background counts mask values >= this as all object
+    background_floor: float = 0.5  # [R] L_background: mask >= this is object (for feature masks)
     cell_stride: int = 1  # average-pool the descriptor grid by this factor for alignment (CPU)
     max_dense_points: int = 0  # 0 = all; else a fixed-seed subsample of dense points (CPU)
     max_geom_relations: int = 0  # 0 = all; else a fixed-seed subsample per relation family (CPU)

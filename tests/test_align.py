@@ -187,8 +187,6 @@ def test_depth_order_hinge_costs_only_a_reversed_order():
     assert 0.5 < flat.item() < 1.5  # correlation: a flat zig-zag pays about 1 ...
     tilt = depth_order_loss(cloud(0.02), proj, depth, weight, off, form="hinge")
     assert tilt.item() == 0.0  # ... the hinge nothing once the order agrees at all
-    pts = torch.rand(1, 2, 6, 3, dtype=D, requires_grad=True)
-    dm = torch.rand(1, 1, 8, 8, dtype=D)
     # the hinge's kink at corr = 0 is avoided: gradcheck where every hypothesis is reversed
     rev = torch.stack([xs, xs, 2 - xs], -1)[None, None].expand(1, 2, 6, 3).clone()
     rev = (rev + 0.01 * torch.rand_like(rev)).requires_grad_(True)
@@ -196,7 +194,7 @@ def test_depth_order_hinge_costs_only_a_reversed_order():
         lambda a: depth_order_loss(a, proj.expand(1, 2, 6, 2), depth, weight, off, form="hinge"),
         (rev,))
     with pytest.raises(ValueError, match="depth_order_form"):
-        depth_order_loss(pts, proj.expand(1, 2, 6, 2), dm, weight, off, form="rank")
+        depth_order_loss(rev, proj.expand(1, 2, 6, 2), depth, weight, off, form="rank")
 
 
 # ------------------------------------------------------------------------------ toy scene

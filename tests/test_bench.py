@@ -67,8 +67,8 @@ _ospec.loader.exec_module(oracle_start)
 
 def test_true_start_places_the_canonical_cloud_on_the_truth(tmp_path):
     """bench/oracle_start.py: when the true keypoints are a similarity of the canonical ones, the
-    start is the truth itself, rescaled to the gauge's z-bar (projections unchanged), with the
-    true rotation and 1 / focal."""
+    start is the truth itself, rescaled to the gauge's z-bar (projections unchanged), at
+    1 / true focal."""
     import types
 
     import numpy as np
@@ -82,13 +82,26 @@ def test_true_start_places_the_canonical_cloud_on_the_truth(tmp_path):
     truth = 0.3 * canon @ rot.T + torch.tensor([0.1, -0.2, 2.0], dtype=torch.float64)
     # the file holds every category keypoint id; the representation uses ids 1..5
     table = torch.cat([torch.full((1, 3), float("nan"), dtype=torch.float64), truth])
-    np.savez(tmp_path / "im.npz", keypoints_camera=table.numpy(), focal=np.float64(1.6))
+    (tmp_path / "Synthetic" / "toy").mkdir(parents=True)
+    np.savez(tmp_path / "Synthetic" / "toy" / "im.npz", keypoints_camera=table.numpy(),
+             focal=np.float64(1.6))
     rep = types.SimpleNamespace(keypoint_ids=torch.arange(1, 6), sparse_xyz=canon)
-    z_bar = torch.tensor(1.0, dtype=torch.float64)
-    h = oracle_start.true_start(tmp_path / "im.npz", rep, z_bar, torch.float64)
-    want = truth / truth[:, 2].mean()
-    torch.testing.assert_close(h.keypoints[0, 0], want)
-    torch.testing.assert_close(h.rotations[0, 0], rot)
+    image = types.SimpleNamespace(category="toy", name="im")
+    h = oracle_start.true_start(rep, tmp_path, image, torch.tensor(1.0, dtype=torch.float64))
+    assert h.keypoints.shape == (1, 1, 5, 3) and h.focal_inv.shape == (1, 1)
+    torch.testing.assert_close(h.keypoints[0, 0], truth / truth[:, 2].mean())
     assert h.focal_inv.item() == pytest.approx(1 / 1.6) and bool(h.fitted.all())
+    assert not bool(h.mirrored.any())
     proj = lambda p: p[:, :2] / p[:, 2:]  # noqa: E731
     torch.testing.assert_close(proj(h.keypoints[0, 0]), proj(truth))
+
+
+def test_oracle_start_refuses_its_own_run_dir(tmp_path, monkeypatch, capsys):
+    """--out equal to --run would overwrite the ordinary alignments: refused before any work."""
+    import sys
+
+    monkeypatch.setattr(sys, "argv", ["oracle_start.py", "--root", str(tmp_path), "--run",
+                                      str(tmp_path / "r"), "--out", str(tmp_path / "r" / "."),
+                                      "--category", "bottle"])
+    with pytest.raises(SystemExit, match="directory of its own"):
+        oracle_start.main()

@@ -198,6 +198,8 @@ def stack_targets(
     if cfg.sparse_likelihood == "pixels" and cfg.sparse_cells != "foreground":
         raise ValueError("sparse_likelihood 'pixels' explains every searched cell by a keypoint, "
                          "background included: use it with sparse_cells 'foreground'")
+    if not 0 < cfg.background_floor <= 1:
+        raise ValueError(f"background_floor must be in (0, 1], got {cfg.background_floor}")
     if cfg.sparse_dilation < 0:
         raise ValueError(f"sparse_dilation is a number of cells >= 0, got {cfg.sparse_dilation}")
     i_n = len(targets)
@@ -233,10 +235,8 @@ def stack_targets(
         ]
     s_cells, s_weight, sem_s = tables(sparse_sets, model.sparse_features, model.sparse_sim_mean,
                                       model.sparse_sim_std)
-    # blurred outwards only: points inside the object are never pulled towards its centre
-    if not 0 < cfg.background_floor <= 1:
-        raise ValueError(f"background_floor must be in (0, 1], got {cfg.background_floor}")
-    # a soft mask's confident core would otherwise pay points for leaving the object's rim
+    # blurred outwards only: points inside the object are never pulled towards its centre; the
+    # floor keeps a soft mask's confident core from paying points for leaving the object's rim
     mask = torch.stack(
         [torch.maximum(t.foreground, smooth(t.foreground, cfg.mask_blur)) for t in targets]
     )[:, None]
