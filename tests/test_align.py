@@ -220,7 +220,10 @@ def test_energy_gradcheck_total(toy):
     cfg = replace(AlignConfig(), max_dense_points=30, max_geom_relations=60, visibility_radius=0.0,
                   facing_tau=0.0)
     model, batch = _batch(rep.to(dtype=D), view, cfg, D)
-    kps = (view.keypoints.to(D) + 0.002 * torch.randn(8, 3, dtype=D))[None, None]
+    # a fixed draw: the terms have kinks (best-cell switches, cell borders of the bilinear mask),
+    # and a draw that depends on the tests run before could land on one
+    g = torch.Generator().manual_seed(0)
+    kps = (view.keypoints.to(D) + 0.002 * torch.randn(8, 3, generator=g, dtype=D))[None, None]
     kps = kps.repeat(1, 2, 1, 1).requires_grad_(True)
     focal = torch.tensor([[5.0, 4.5]], dtype=D, requires_grad=True)
     weights = torch.tensor([1.0, 2.0, 0.5, 3.0, 10.0, 0.0, 1.5], dtype=D)
