@@ -22,21 +22,16 @@ import json
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from semalign3d.align.hypotheses import Hypotheses
-from semalign3d.align.model import prepare_model
-from semalign3d.align.optimize import align
 from semalign3d.align.profiles import PROFILES, category_config
-from semalign3d.align.target import stack_targets
 from semalign3d.book.pipeline import true_pose
 from semalign3d.config import Config, load_yaml, replace
 from semalign3d.data.records import AnnotatedImage
 from semalign3d.data.spair import SPairDataset
-from semalign3d.experiment import RunDir, build_targets, encode, evaluate_category, summaries
+from semalign3d.experiment import RunDir, align_images, encode, evaluate_category, summaries
 from semalign3d.io import write_json
 from semalign3d.prior.representation import ClassRepresentation
-from semalign3d.process import single_thread
 
 
 def true_start(rep: ClassRepresentation, root: Path, image: AnnotatedImage,
@@ -102,18 +97,10 @@ def main() -> None:
         raise SystemExit(f"{a.root / 'Synthetic' / a.category / (missing[0] + '.npz')} is missing "
                          f"({len(missing)} images): --root must be a synthetic dataset "
                          "('semalign3d data synth') whose truth records are kept")
-    todo = [n for n in names if not out.alignment(a.category, n).is_file()]
-    images = [ds.image(a.category, n) for n in todo]
-    descriptors = encode(images, config, a.root, out, progress=False) if images else []
-    model = prepare_model(rep, cfg)
-    for im, desc in tqdm(list(zip(images, descriptors, strict=True)), desc="oracle starts"):
-        torch.manual_seed(cfg.seed)
-        target = build_targets([im], [desc], model, cfg, config, a.root)[0]
-        # one thread, like 'semalign3d evaluate': the thread count alone moves a fit
-        with single_thread():
-            batch = stack_targets([target], model, cfg)
-            fit = align(batch, model, cfg, true_start(rep, a.root, im, batch.z_bar[0]))[0]
-        write_json(out.alignment(a.category, im.name), fit.to_dict())
+    images = [ds.image(a.category, n) for n in names]
+    descriptors = encode(images, config, a.root, out, progress=False)
+    align_images(images, descriptors, rep, cfg, config, a.root, out,
+                 start=lambda im, batch: true_start(rep, a.root, im, batch.z_bar[0]))
     # every image is aligned now, so evaluation only matches and scores
     r = evaluate_category(a.root, a.category, config, out.root, methods=("semalign3d",),
                           profile=a.profile, split=a.split, progress=False)

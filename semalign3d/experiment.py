@@ -16,17 +16,18 @@ reproduces an uninterrupted one exactly.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from semalign3d.align.hypotheses import Hypotheses
 from semalign3d.align.model import AlignModel, prepare_model
 from semalign3d.align.optimize import Alignment, align
 from semalign3d.align.profiles import category_config
-from semalign3d.align.target import AlignTarget, make_target, stack_targets
+from semalign3d.align.target import AlignTarget, TargetBatch, make_target, stack_targets
 from semalign3d.config import AlignConfig, Config, scale_schedules
 from semalign3d.data.records import AnnotatedImage, DataError, Pair
 from semalign3d.data.spair import SPairDataset
@@ -146,8 +147,10 @@ def align_images(
     root: str | Path,
     run: RunDir,
     progress: bool = True,
+    start: Callable[[AnnotatedImage, TargetBatch], Hypotheses] | None = None,
 ) -> dict[str, Alignment]:
-    """Align every image (cached per image in the run directory)."""
+    """Align every image (cached per image in the run directory), from ``start(image, batch)``
+    when given (e.g. ``bench/oracle_start.py``'s true poses), else the configured starts."""
     model = prepare_model(rep, cfg)
     out: dict[str, Alignment] = {}
     todo = []
@@ -165,7 +168,7 @@ def align_images(
         target = build_targets([im], [d], model, cfg, config, root)[0]
         with single_thread():
             batch = stack_targets([target], model, cfg)
-            a = align(batch, model, cfg)[0]
+            a = align(batch, model, cfg, None if start is None else start(im, batch))[0]
         write_json(run.alignment(rep.category, im.name), a.to_dict())
         # reload so that a fresh result and a cached one are the same floats
         out[im.name] = Alignment.from_dict(json.loads(run.alignment(rep.category, im.name)
