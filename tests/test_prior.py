@@ -43,6 +43,8 @@ from semalign3d.prior.lifting import (
     snap_to_mask,
 )
 from semalign3d.prior.relations import (
+    EdgePairs,
+    Tets,
     edge_pair_features,
     edge_pair_index,
     tet_features,
@@ -95,6 +97,40 @@ def test_relation_features_gradcheck():
     ei, ti = edge_pair_index(4), tet_index(4)
     assert torch.autograd.gradcheck(lambda p: edge_pair_features(p[None], ei), (pts,))
     assert torch.autograd.gradcheck(lambda p: tet_features(p[None], ti), (pts,))
+
+
+def test_factored_relations_equal_a_per_relation_loop():
+    # a random subset (not every edge or triangle is shared) against the definitions, one
+    # relation at a time
+    pts = _shape(7, seed=3)
+    g = torch.Generator().manual_seed(0)
+    ei = edge_pair_index(7)[torch.randperm(210, generator=g)[:40]]
+    ti = tet_index(7)[torch.randperm(140, generator=g)[:40]]
+    f = EdgePairs.of(ei)
+    assert torch.equal(f.ends[f.pairs].reshape(-1, 4), ei)  # the factoring loses nothing
+    assert len(f.ends) < 2 * len(ei)  # and shares edges
+    cos, ratio = edge_pair_features(pts[None], f)
+    for r, (i, j, k, m) in enumerate(ei.tolist()):
+        e1, e2 = pts[i] - pts[j], pts[k] - pts[m]
+        torch.testing.assert_close(cos[0, r], e1 @ e2 / (e1.norm() * e2.norm() + 1e-6))
+        torch.testing.assert_close(ratio[0, r], e1.norm() / (e1.norm() + e2.norm() + 1e-6))
+    t = Tets.of(ti)
+    assert torch.equal(torch.cat([t.tris[t.pairs[:, 0]], t.apex[t.pairs[:, 1], 1:]], 1), ti)
+    feats = tet_features(pts[None], t)
+    unit = lambda w: w / (w.norm() + 1e-6)  # noqa: E731  (the features' stabiliser)
+    for r, (t0, t1, t2, v) in enumerate(ti.tolist()):
+        x = unit(pts[t1] - pts[t0])
+        z = unit(torch.linalg.cross(pts[t1] - pts[t0], pts[t2] - pts[t0]))
+        d = unit(pts[v] - pts[t0])
+        expect = torch.stack([d @ x, d @ torch.linalg.cross(z, x), d @ z])
+        torch.testing.assert_close(feats[0, r], expect)
+
+
+def test_relations_of_no_relations_are_empty():
+    pts = _shape(4)[None].expand(2, 4, 3)
+    cos, ratio = edge_pair_features(pts, torch.zeros(0, 4, dtype=torch.long))
+    assert cos.shape == ratio.shape == (2, 0)
+    assert tet_features(pts, torch.zeros(0, 4, dtype=torch.long)).shape == (2, 0, 3)
 
 
 # --------------------------------------------------------------------------------- lifting

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from semalign3d.prior.relations import tet_features
+from semalign3d.prior.relations import Tets, tet_features
 from semalign3d.prior.shape_prior import ShapePrior
 
 
@@ -41,20 +41,21 @@ def chiral_relations(prior: ShapePrior, min_cos: float) -> tuple[torch.Tensor, t
 
 
 def chirality_loss(
-    points: torch.Tensor, index: torch.Tensor, sign: torch.Tensor, tau: float
+    points: torch.Tensor, index: torch.Tensor | Tets, sign: torch.Tensor, tau: float
 ) -> torch.Tensor:
     """``L_chiral`` of keypoint clouds.
 
     Args:
         points: ``[... x K x 3]`` keypoints.
-        index: ``[T x 4]`` long ``(t0, t1, t2, v)``; sign: ``[T]`` expected sign of ``cos_z``.
+        index: ``[T x 4]`` long ``(t0, t1, t2, v)`` or the same factored (:class:`Tets`);
+            sign: ``[T]`` expected sign of ``cos_z``.
         tau: softness of the wrong-side penalty (cosine units).
     Returns:
         ``[...]``; 0 when ``T = 0``. An apex well on its side costs ~0, one in the triangle's
         plane ``log 2``, one mirrored to ``-cos`` about ``cos / tau``.
     """
     lead = points.shape[:-2]
-    if index.shape[0] == 0:
+    if len(index) == 0:
         return points.new_zeros(lead)
     cz = tet_features(points.reshape(-1, *points.shape[-2:]), index)[..., 2]
     loss = F.softplus(-sign.to(cz) * cz / tau).mean(-1)

@@ -127,7 +127,7 @@ def energy_terms(
     else:
         terms["order"] = torch.zeros_like(focal)
     terms["chirality"] = (
-        chirality_loss(keypoints, model.chiral_index, model.chiral_sign, cfg.chirality_tau)
+        chirality_loss(keypoints, model.chiral, model.chiral_sign, cfg.chirality_tau)
         if cfg.w_chirality > 0 else torch.zeros_like(focal)
     )
     return terms

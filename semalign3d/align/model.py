@@ -8,6 +8,7 @@ import torch
 
 from semalign3d.align.chirality import chiral_relations
 from semalign3d.config import AlignConfig
+from semalign3d.prior.relations import Tets
 from semalign3d.prior.representation import ClassRepresentation, deform
 from semalign3d.prior.shape_prior import ShapePrior
 
@@ -29,6 +30,8 @@ class AlignModel:
         sparse_facing: ``[K x 3]`` canonical facing vectors of the keypoints, or None.
         object_features, object_sim_mean, object_sim_std: ``[P x C]``, ``[P]``, ``[P]`` object
             appearance prototypes for the feature mask (``P = 0``: none).
+
+    ``chiral`` (derived, not a field) holds ``chiral_index`` factored once for ``L_chiral``.
     """
 
     sparse_xyz: torch.Tensor
@@ -48,6 +51,10 @@ class AlignModel:
     object_sim_mean: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     object_sim_std: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     sparse_facing: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        # factoring needs torch.unique, whose output shape a compiled energy cannot trace
+        object.__setattr__(self, "chiral", Tets.of(self.chiral_index))
 
     @property
     def num_keypoints(self) -> int:

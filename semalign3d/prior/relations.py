@@ -14,6 +14,7 @@ Index tensors use positions 0..K-1 of the keypoint tensor they are applied to.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import torch
 
@@ -41,43 +42,115 @@ def tet_index(k: int) -> torch.Tensor:
     return torch.stack(rolls, 1).reshape(-1, 4)
 
 
+@dataclass(frozen=True)
+class EdgePairs:
+    """Edge-pair relations factored through their distinct edges.
+
+    A relation's edge is shared by many relations (each of the 300 edges of 25 keypoints is in
+    299 pairs), so its vector is computed once per edge and then gathered. The gradient then
+    scatters into ``U`` edges and ``2 U`` endpoints, not into ``K`` points from ``4 E`` places:
+    on a GPU those few heavily shared targets serialised the atomic adds (a compiled alignment
+    step at 24 x 32 hypotheses took half the time once factored; bench/RESULTS.md).
+
+    Attributes:
+        ends: ``[U x 2]`` long distinct edges ``(i, j)``.
+        pairs: ``[E x 2]`` long rows of ``ends`` forming each relation.
+    """
+
+    ends: torch.Tensor
+    pairs: torch.Tensor
+
+    @classmethod
+    def of(cls, index: torch.Tensor) -> EdgePairs:
+        """Factor ``[E x 4]`` ``(i, j, k, l)`` relations."""
+        ends, pos = _distinct_rows(torch.cat([index[:, :2], index[:, 2:]]), 2)
+        return cls(ends, pos.reshape(2, -1).T.contiguous())
+
+    def __len__(self) -> int:
+        return int(self.pairs.shape[0])
+
+
+@dataclass(frozen=True)
+class Tets:
+    """Triangle+apex relations factored through their distinct triangles and apex directions.
+
+    Attributes:
+        tris: ``[R x 3]`` long distinct ordered triangles ``(t0, t1, t2)``.
+        apex: ``[A x 2]`` long distinct directions ``(t0, v)``.
+        pairs: ``[T x 2]`` long (row of ``tris``, row of ``apex``) of each relation.
+    """
+
+    tris: torch.Tensor
+    apex: torch.Tensor
+    pairs: torch.Tensor
+
+    @classmethod
+    def of(cls, index: torch.Tensor) -> Tets:
+        """Factor ``[T x 4]`` ``(t0, t1, t2, v)`` relations."""
+        tris, tpos = _distinct_rows(index[:, :3], 3)
+        apex, apos = _distinct_rows(index[:, [0, 3]], 2)
+        return cls(tris, apex, torch.stack([tpos, apos], 1))
+
+    def __len__(self) -> int:
+        return int(self.pairs.shape[0])
+
+
+def _distinct_rows(rows: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N x width]`` long -> (distinct rows ``[D x width]``, row of each input ``[N]``)."""
+    if rows.shape[0] == 0:
+        return rows.reshape(0, width), rows.new_zeros(0)
+    distinct, pos = torch.unique(rows, dim=0, return_inverse=True)
+    return distinct, pos
+
+
+def _pick(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    # index_select, not advanced indexing: its backward is an index_add, while indexing's is
+    # a sorting index_put that took half of a GPU alignment step
+    return x.index_select(1, rows)
+
+
 def edge_pair_features(
-    points: torch.Tensor, index: torch.Tensor
+    points: torch.Tensor, index: torch.Tensor | EdgePairs
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Edge-pair cosines and length ratios.
 
     Args:
         points: ``[B x K x 3]`` (NaN rows propagate to NaN features).
-        index: ``[E x 4]`` long.
+        index: ``[E x 4]`` long, or the same relations factored (:class:`EdgePairs`; factor
+            once when the relations are used at every step).
     Returns:
         ``(cos [B x E] in [-1, 1], ratio [B x E] in [0, 1])``.
     """
-    # index_select, not advanced indexing: its backward is an index_add, while indexing's is
-    # a sorting index_put that took half of a GPU alignment step
-    e1 = points.index_select(1, index[:, 0]) - points.index_select(1, index[:, 1])
-    e2 = points.index_select(1, index[:, 2]) - points.index_select(1, index[:, 3])
-    n1 = e1.norm(dim=-1)
-    n2 = e2.norm(dim=-1)
+    f = index if isinstance(index, EdgePairs) else EdgePairs.of(index)
+    e = _pick(points, f.ends[:, 0]) - _pick(points, f.ends[:, 1])  # [B x U x 3]
+    e1, e2 = _pick(e, f.pairs[:, 0]), _pick(e, f.pairs[:, 1])
+    # norms after the gather, not gathered per edge: the latter crashed torch 2.13's CPU
+    # inductor (a fused backward corrupted the heap)
+    n1, n2 = e1.norm(dim=-1), e2.norm(dim=-1)
     cos = (e1 * e2).sum(-1) / (n1 * n2 + _EPS)
     ratio = n1 / (n1 + n2 + _EPS)
     return cos, ratio
 
 
-def tet_features(points: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def tet_features(points: torch.Tensor, index: torch.Tensor | Tets) -> torch.Tensor:
     """Apex direction cosines in the triangle frame.
 
     Args:
         points: ``[B x K x 3]``.
-        index: ``[T x 4]`` long ``(t0, t1, t2, v)``.
+        index: ``[T x 4]`` long ``(t0, t1, t2, v)``, or the same relations factored
+            (:class:`Tets`).
     Returns:
         ``[B x T x 3]`` cosines with the frame axes ``(x, y, z)``.
     """
-    t0, t1, t2, v = (points.index_select(1, index[:, c]) for c in range(4))
+    f = index if isinstance(index, Tets) else Tets.of(index)
+    t0, t1, t2 = (_pick(points, f.tris[:, c]) for c in range(3))
     a, b = t1 - t0, t2 - t0
     x = a / (a.norm(dim=-1, keepdim=True) + _EPS)
     z = torch.cross(a, b, dim=-1)
     z = z / (z.norm(dim=-1, keepdim=True) + _EPS)
     y = torch.cross(z, x, dim=-1)
-    d = v - t0
-    d = d / (d.norm(dim=-1, keepdim=True) + _EPS)
-    return torch.stack([(d * x).sum(-1), (d * y).sum(-1), (d * z).sum(-1)], -1)
+    frame = torch.stack([x, y, z], -2)  # [B x R x 3 x 3], rows = axes
+    d = _pick(points, f.apex[:, 1]) - _pick(points, f.apex[:, 0])
+    d = d / (d.norm(dim=-1, keepdim=True) + _EPS)  # [B x A x 3]
+    frames, dirs = _pick(frame, f.pairs[:, 0]), _pick(d, f.pairs[:, 1])
+    return (frames * dirs[..., None, :]).sum(-1)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from semalign3d.prior.beta import beta_log_pdf
-from semalign3d.prior.relations import edge_pair_features, tet_features
+from semalign3d.prior.relations import EdgePairs, Tets, edge_pair_features, tet_features
 
 _CLAMP = 1e-6
 
@@ -30,6 +30,9 @@ class ShapePrior:
         edge_ratio_ab: ``[E x 2]`` Beta ``(a, b)`` of ``r``.
         tet_index: ``[T x 4]`` long ``(t0, t1, t2, v)`` (``T`` may be 0).
         tet_ab: ``[T x 3 x 2]`` Beta ``(a, b)`` of ``(cos_axis + 1) / 2`` for axes x, y, z.
+
+    ``edges`` and ``tets`` (not fields: derived, never saved) hold the relations factored once
+    for :func:`geometric_nll`, which evaluates them at every alignment step.
     """
 
     edge_index: torch.Tensor
@@ -37,6 +40,11 @@ class ShapePrior:
     edge_ratio_ab: torch.Tensor
     tet_index: torch.Tensor
     tet_ab: torch.Tensor
+
+    def __post_init__(self) -> None:
+        # factoring needs torch.unique, whose output shape a compiled energy cannot trace
+        object.__setattr__(self, "edges", EdgePairs.of(self.edge_index))
+        object.__setattr__(self, "tets", Tets.of(self.tet_index))
 
     @property
     def num_edges(self) -> int:
@@ -93,11 +101,11 @@ def geometric_nll(points: torch.Tensor, prior: ShapePrior) -> torch.Tensor:
     Returns:
         ``[B]`` mean negative log-likelihood per feature group, averaged over groups.
     """
-    cos, ratio = edge_pair_features(points, prior.edge_index)
+    cos, ratio = edge_pair_features(points, prior.edges)
     total = _mean_nll(ratio, prior.edge_ratio_ab) + _mean_nll((cos + 1) / 2, prior.edge_cos_ab)
     groups = 2
     if prior.num_tets:
-        t = (tet_features(points, prior.tet_index) + 1) / 2
+        t = (tet_features(points, prior.tets) + 1) / 2
         for axis in range(3):
             total = total + _mean_nll(t[..., axis], prior.tet_ab[:, axis])
         groups = 5
