@@ -357,8 +357,17 @@ class AlignConfig:
     match_points: Literal["sparse", "dense"] = "sparse"  # [R] model points used by Eq. 14
     soft_argmax_window: int = 0  # [C] 0 = off; GeoAware uses 7
     soft_argmax_temperature: float = 0.02  # [C]
-    compile: bool = False  # torch.compile the energy (GPU)
+    compile: bool = False  # torch.compile the energy (GPU; ~1 min per batch shape)
+    device: str = "auto"  # where images are aligned: auto (a GPU if present) | cpu | cuda | cuda:N
+    images_per_batch: int = 0  # images aligned as one tensor program; 0 = 1 on CPU, 32 on a GPU
     seed: int = 0
+
+
+#: AlignConfig fields that change only how fast an alignment runs
+RUN_ONLY = ("compile", "device", "images_per_batch")
+#: AlignConfig fields read only by the matching (Eq. 14), after the alignments
+MATCHING_ONLY = ("sigma_sparse_inference", "match_points", "soft_argmax_window",
+                 "soft_argmax_temperature")
 
 
 @dataclass(frozen=True)

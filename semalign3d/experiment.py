@@ -6,11 +6,13 @@ Run directory layout (every file written atomically; a rerun reuses whatever exi
     RUN/prior/<cat>.safetensors                  the class representation (built once)
     RUN/features/                                descriptor cache (FeatureCache)
     RUN/alignments/<cat>/<image>.json            one Alignment per test image
+    RUN/alignments/<cat>.settings.json           the alignment settings that made them
     RUN/predictions/<method>/<cat>.json          pair name -> target keypoints (kps_ids order)
 
-Every image is aligned on its own (``H`` hypotheses in one tensor program) and on one CPU thread,
-so its result never depends on which other images share a batch or on the process: a resumed run
-reproduces an uninterrupted one exactly.
+On the CPU every image is aligned on its own (``H`` hypotheses in one tensor program) and on one
+thread, so its result never depends on the process: a resumed run reproduces an uninterrupted
+one exactly. Cached alignments are reused only under the settings recorded beside them; a run
+with other alignment settings stops with an error instead of mixing the two.
 """
 
 from __future__ import annotations
@@ -28,7 +30,14 @@ from semalign3d.align.model import AlignModel, prepare_model
 from semalign3d.align.optimize import Alignment, align
 from semalign3d.align.profiles import category_config
 from semalign3d.align.target import AlignTarget, TargetBatch, make_target, stack_targets
-from semalign3d.config import AlignConfig, Config, scale_schedules
+from semalign3d.config import (
+    MATCHING_ONLY,
+    RUN_ONLY,
+    AlignConfig,
+    Config,
+    scale_schedules,
+    to_dict,
+)
 from semalign3d.data.records import AnnotatedImage, DataError, Pair
 from semalign3d.data.spair import SPairDataset
 from semalign3d.evaluate import (
@@ -41,6 +50,7 @@ from semalign3d.evaluate import (
 from semalign3d.io import write_json
 from semalign3d.match import nn_match, transfer
 from semalign3d.models.base import DescriptorMap
+from semalign3d.models.runtime import resolve_device
 from semalign3d.prior.representation import ClassRepresentation, RepresentationError
 from semalign3d.process import single_thread
 
@@ -65,6 +75,32 @@ class RunDir:
 
     def predictions(self, method: str, category: str) -> Path:
         return self.root / "predictions" / method / f"{category}.json"
+
+    def alignment_settings(self, category: str) -> Path:
+        return self.root / "alignments" / f"{category}.settings.json"
+
+
+def claim_alignments(run: RunDir, category: str, cfg: AlignConfig) -> None:
+    """Record the settings of ``run``'s alignments of ``category``, or check them: raises
+    ValueError when the folder holds alignments made with other settings (those that change
+    only the speed or only the matching may differ)."""
+    skip = set(RUN_ONLY) | set(MATCHING_ONLY)
+    setting = json.loads(json.dumps({k: v for k, v in to_dict(cfg).items() if k not in skip}))
+    path = run.alignment_settings(category)
+    if not path.is_file():
+        write_json(path, setting)
+        return
+    try:
+        old = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: unreadable alignment settings ({e}); delete the file if the "
+                         "alignments beside it are to be kept, or the folder") from e
+    if old != setting:
+        diff = sorted(k for k in old.keys() | setting.keys() if old.get(k) != setting.get(k))
+        raise ValueError(
+            f"{path}: the alignments in {path.parent} were made with other settings (differing: "
+            f"{', '.join(diff)}); pass another --out, or delete that folder to realign"
+        )
 
 
 def load_or_build_prior(
@@ -150,7 +186,20 @@ def align_images(
     start: Callable[[AnnotatedImage, TargetBatch], Hypotheses] | None = None,
 ) -> dict[str, Alignment]:
     """Align every image (cached per image in the run directory), from ``start(image, batch)``
-    when given (e.g. ``bench/oracle_start.py``'s true poses), else the configured starts."""
+    when given (e.g. ``bench/oracle_start.py``'s true poses; one image at a time), else the
+    configured starts.
+
+    Images go through :func:`align` ``cfg.images_per_batch`` at a time on ``cfg.device``.
+    Their energies separate, so a batch gives each image what it would get alone up to float
+    rounding; on the CPU the default of one image per batch, on one thread, makes a resumed run
+    equal an uninterrupted one bit for bit.
+    """
+    device = resolve_device(cfg.device)
+    if cfg.images_per_batch < 0:
+        raise ValueError(f"images_per_batch must be >= 0 (0 = auto), got {cfg.images_per_batch}")
+    per_batch = 1 if start is not None else (
+        cfg.images_per_batch or (1 if device.type == "cpu" else 32))
+    claim_alignments(run, rep.category, cfg)
     model = prepare_model(rep, cfg)
     out: dict[str, Alignment] = {}
     todo = []
@@ -163,16 +212,23 @@ def align_images(
             except (json.JSONDecodeError, KeyError, TypeError, ValueError):
                 pass  # a corrupt cache entry is recomputed
         todo.append((im, d))
-    for im, d in tqdm(todo, desc=f"align {rep.category}", disable=not progress):
+    bar = tqdm(total=len(todo), desc=f"align {rep.category}", disable=not progress)
+    for i in range(0, len(todo), per_batch):
+        chunk = todo[i : i + per_batch]
         torch.manual_seed(cfg.seed)
-        target = build_targets([im], [d], model, cfg, config, root)[0]
+        targets = build_targets([im for im, _ in chunk], [d for _, d in chunk], model, cfg,
+                                config, root)
         with single_thread():
-            batch = stack_targets([target], model, cfg)
-            a = align(batch, model, cfg, None if start is None else start(im, batch))[0]
-        write_json(run.alignment(rep.category, im.name), a.to_dict())
-        # reload so that a fresh result and a cached one are the same floats
-        out[im.name] = Alignment.from_dict(json.loads(run.alignment(rep.category, im.name)
-                                                      .read_text()))
+            batch = stack_targets([t.to(device) for t in targets], model, cfg)
+            init = None if start is None else start(chunk[0][0], batch)
+            fitted = align(batch, model, cfg, init)
+        for (im, _), a in zip(chunk, fitted, strict=True):
+            write_json(run.alignment(rep.category, im.name), a.to_dict())
+            # reload so that a fresh result and a cached one are the same floats
+            out[im.name] = Alignment.from_dict(json.loads(run.alignment(rep.category, im.name)
+                                                          .read_text()))
+        bar.update(len(chunk))
+    bar.close()
     return out
 
 

@@ -46,7 +46,7 @@ def run_dir(dataset, tmp_path_factory) -> Path:
     return run
 
 
-def _evaluate(dataset, run, monkeypatch):
+def _evaluate(dataset, run, monkeypatch, **changes):
     import semalign3d.experiment as ex
 
     def tiny(category, base, profile):
@@ -56,7 +56,7 @@ def _evaluate(dataset, run, monkeypatch):
         from semalign3d.config import scale_schedules
 
         return replace(scale_schedules(cfg, 40), n_fitted_starts=3, max_dense_points=60,
-                       max_geom_relations=200)
+                       max_geom_relations=200, **changes)
 
     monkeypatch.setattr(ex, "category_config", tiny)
     return evaluate_category(dataset, CAT, _config(), run, profile="cpu", progress=False)
@@ -83,6 +83,42 @@ def test_end_to_end_resume_equality(dataset, run_dir, monkeypatch):
     assert {f.name: f.read_text() for f in files} == stored  # deterministic re-alignment
     assert run.predictions("semalign3d", CAT).read_text() == preds
     assert json.dumps(summaries([second], _config())) == json.dumps(summary)
+
+
+def test_images_aligned_together_equal_one_at_a_time(dataset, run_dir, tmp_path, monkeypatch):
+    # the energies of a batch separate over images: aligning 3 + 1 images at once gives each
+    # what it gets alone, up to the float rounding of padded reductions (none was seen here)
+    import shutil
+
+    _evaluate(dataset, run_dir, monkeypatch)  # cached when another test ran it
+    alone = sorted((run_dir / "alignments" / CAT).glob("*.json"))
+    assert len(alone) == 4
+    other = tmp_path / "run"
+    shutil.copytree(run_dir / "prior", other / "prior")
+    shutil.copytree(run_dir / "features", other / "features")
+    _evaluate(dataset, other, monkeypatch, images_per_batch=3)
+    for f in alone:
+        a, b = (json.loads(p.read_text()) for p in (f, other / "alignments" / CAT / f.name))
+        assert a["hypothesis"] == b["hypothesis"]
+        torch.testing.assert_close(torch.tensor(b["keypoints_2d"]),
+                                   torch.tensor(a["keypoints_2d"]), atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="images_per_batch must be >= 0"):
+        _evaluate(dataset, tmp_path / "bad", monkeypatch, images_per_batch=-1)
+
+
+def test_cached_alignments_of_other_settings_are_refused(dataset, run_dir, monkeypatch):
+    _evaluate(dataset, run_dir, monkeypatch)
+    settings = run_dir / "alignments" / f"{CAT}.settings.json"
+    assert json.loads(settings.read_text())["seed"] == 0
+    # speed and matching settings may change: the cached alignments still hold
+    _evaluate(dataset, run_dir, monkeypatch, images_per_batch=2, sigma_sparse_inference=0.5)
+    with pytest.raises(ValueError, match=r"settings.json: .*other settings \(differing: seed\)"):
+        _evaluate(dataset, run_dir, monkeypatch, seed=1)
+    before = settings.read_text()
+    settings.write_text("{")
+    with pytest.raises(ValueError, match="unreadable alignment settings"):
+        _evaluate(dataset, run_dir, monkeypatch)
+    settings.write_text(before)
 
 
 def test_alignment_files_hold_the_traces(run_dir, dataset, monkeypatch):

@@ -51,6 +51,11 @@ class AlignTarget:
     foreground: torch.Tensor
     depth: torch.Tensor | None = None
 
+    def to(self, device: torch.device | str) -> AlignTarget:
+        return AlignTarget(self.name, self.grid, self.features.to(device),
+                           self.foreground.to(device),
+                           None if self.depth is None else self.depth.to(device))
+
 
 def pool_descriptors(desc: DescriptorMap, stride: int) -> DescriptorMap:
     """Average-pool a descriptor map by ``stride`` and re-normalise (a coarser alignment grid)."""
