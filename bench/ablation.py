@@ -59,7 +59,8 @@ def variant_config(base: Config, changes: dict) -> Config:
     """``base`` with a variant's changes: top-level keys are ``AlignConfig`` fields, except the
     :data:`SECTIONS`, whose dicts change that section (test-time keys only)."""
     align = {k: v for k, v in changes.items() if k not in SECTIONS}
-    cfg = replace(base, align=replace(AlignConfig(), **align))
+    # on the CPU and one image per batch wherever it runs: the committed figures were made so
+    cfg = replace(base, align=replace(AlignConfig(), **{"device": "cpu", **align}))
     for k, allowed in SECTIONS.items():
         if k in changes:
             bad = sorted(set(changes[k]) - set(allowed))

@@ -65,7 +65,8 @@ def main() -> None:
                    help="score the true-pose start itself (no optimisation step)")
     a = p.parse_args()
     config = load_yaml(Config, a.config) if a.config else Config()
-    cfg = category_config(a.category, config.align, a.profile)
+    # one thread on the CPU, like the figures it is compared with
+    cfg = replace(category_config(a.category, config.align, a.profile), device="cpu")
     if a.start_only:
         cfg = replace(cfg, n_steps=1, lr=0.0)
     if a.out.resolve() == a.run.resolve():
@@ -103,7 +104,7 @@ def main() -> None:
                  start=lambda im, batch: true_start(rep, a.root, im, batch.z_bar[0]))
     # every image is aligned now, so evaluation only matches and scores
     r = evaluate_category(a.root, a.category, config, out.root, methods=("semalign3d",),
-                          profile=a.profile, split=a.split, progress=False)
+                          split=a.split, progress=False, align_config=cfg)
     s = summaries([r], config)["semalign3d"]
     label = "true-pose start" if a.start_only else "optimised from the true pose"
     print(f"{a.category} ({a.split}, {len(pairs)} pairs), {label}: per-image PCK@0.1 "

@@ -9,15 +9,17 @@ Run directory layout (every file written atomically; a rerun reuses whatever exi
     RUN/alignments/<cat>.settings.json           the alignment settings that made them
     RUN/predictions/<method>/<cat>.json          pair name -> target keypoints (kps_ids order)
 
-On the CPU every image is aligned on its own (``H`` hypotheses in one tensor program) and on one
-thread, so its result never depends on the process: a resumed run reproduces an uninterrupted
-one exactly. Cached alignments are reused only under the settings recorded beside them; a run
-with other alignment settings stops with an error instead of mixing the two.
+On the CPU every image is by default aligned on its own (``H`` hypotheses in one tensor program,
+``align.images_per_batch`` 1) and on one thread, so its result never depends on the process: a
+resumed run reproduces an uninterrupted one exactly. Cached alignments are reused only under the
+settings recorded beside them; a run with other settings stops with an error instead of mixing
+the two.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,27 +82,56 @@ class RunDir:
         return self.root / "alignments" / f"{category}.settings.json"
 
 
-def claim_alignments(run: RunDir, category: str, cfg: AlignConfig) -> None:
-    """Record the settings of ``run``'s alignments of ``category``, or check them: raises
-    ValueError when the folder holds alignments made with other settings (those that change
-    only the speed or only the matching may differ)."""
+def claim_alignments(run: RunDir, category: str, cfg: AlignConfig, config: Config) -> None:
+    """Record the settings of ``run``'s alignments of ``category``, or check them.
+
+    The record holds what decides an alignment: ``cfg`` (less the fields that change only the
+    speed or only the matching, :data:`RUN_ONLY` and :data:`MATCHING_ONLY`), the encoder, the
+    test-mask source and, when the energy reads depth, the depth model. The device, compilation
+    and batch size are left out: they change the last bits only.
+
+    Raises:
+        ValueError: alignments of ``category`` made with other settings are cached there.
+    """
     skip = set(RUN_ONLY) | set(MATCHING_ONLY)
-    setting = json.loads(json.dumps({k: v for k, v in to_dict(cfg).items() if k not in skip}))
+    setting = json.loads(json.dumps({
+        "align": {k: v for k, v in to_dict(cfg).items() if k not in skip},
+        "encoder": to_dict(config.encoder),
+        "test_masks": config.masks.test_source,
+        "depth": to_dict(config.depth) if _needs_depth(cfg) else None,
+    }))
     path = run.alignment_settings(category)
-    if not path.is_file():
+    folder = run.alignment(category, "x").parent
+    cached = folder.is_dir() and any(folder.glob("*.json"))
+    if not path.is_file() or not cached:
+        if cached:
+            warnings.warn(f"{folder}: alignments without a record of their settings (made before "
+                          f"records were kept); assuming they match, recording them in {path}",
+                          stacklevel=2)
         write_json(path, setting)
         return
     try:
         old = json.loads(path.read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: unreadable alignment settings ({e}); delete the file if the "
-                         "alignments beside it are to be kept, or the folder") from e
+        raise ValueError(f"{path}: unreadable record of the settings of the alignments in "
+                         f"{folder} ({e}); delete that folder to realign") from e
     if old != setting:
-        diff = sorted(k for k in old.keys() | setting.keys() if old.get(k) != setting.get(k))
+        diff = sorted(f"{group}.{k}" for group in old.keys() | setting.keys()
+                      for k in _keys(old.get(group)) | _keys(setting.get(group))
+                      if _get(old, group, k) != _get(setting, group, k))
         raise ValueError(
-            f"{path}: the alignments in {path.parent} were made with other settings (differing: "
-            f"{', '.join(diff)}); pass another --out, or delete that folder to realign"
+            f"{path}: the alignments in {folder} were made with other settings (differing: "
+            f"{', '.join(diff)}); pass another --out, or delete {folder} to realign"
         )
+
+
+def _keys(group: object) -> set[str]:
+    return set(group) if isinstance(group, dict) else {""}
+
+
+def _get(setting: dict, group: str, key: str) -> object:
+    v = setting.get(group)
+    return v.get(key) if isinstance(v, dict) else v
 
 
 def load_or_build_prior(
@@ -199,7 +230,7 @@ def align_images(
         raise ValueError(f"images_per_batch must be >= 0 (0 = auto), got {cfg.images_per_batch}")
     per_batch = 1 if start is not None else (
         cfg.images_per_batch or (1 if device.type == "cpu" else 32))
-    claim_alignments(run, rep.category, cfg)
+    claim_alignments(run, rep.category, cfg, config)
     model = prepare_model(rep, cfg)
     out: dict[str, Alignment] = {}
     todo = []
@@ -301,9 +332,11 @@ def evaluate_category(
     max_pairs: int | None = None,
     progress: bool = True,
     steps: int | None = None,
+    align_config: AlignConfig | None = None,
 ) -> CategoryResult:
     """Run the whole pipeline on ``split`` of ``category`` and score every method
-    (``steps`` overrides the profile's step count, schedules stretched to it)."""
+    (``steps`` overrides the profile's step count, schedules stretched to it; ``align_config``,
+    when given, replaces the category's Table 5 settings under ``profile`` and ``steps``)."""
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"unknown method {m!r}; expected one of {METHODS}")
@@ -315,8 +348,8 @@ def evaluate_category(
     pairs = [ds.pair(split, n) for n in names]
     image_names = list(dict.fromkeys(n for p in pairs for n in (p.source, p.target)))
     images = [ds.image(category, n) for n in image_names]
-    cfg = category_config(category, config.align, profile)
-    if steps:
+    cfg = align_config or category_config(category, config.align, profile)
+    if steps and align_config is None:
         cfg = scale_schedules(cfg, steps)
     descriptors = dict(
         zip(image_names, encode(images, config, root, run, progress), strict=True)

@@ -20,7 +20,8 @@ def test_variant_config_sections_and_typos():
     cfg = ablation.variant_config(Config(), {"sparse_cells": "foreground",
                                              "masks": {"test_source": "ground_truth"}})
     assert cfg.align.sparse_cells == "foreground" and cfg.masks.test_source == "ground_truth"
-    assert cfg.align == Config().align.__class__(sparse_cells="foreground")  # nothing else
+    # nothing else, but the committed figures' device
+    assert cfg.align == Config().align.__class__(sparse_cells="foreground", device="cpu")
     with pytest.raises(ConfigError, match="sparse_cell"):
         ablation.variant_config(Config(), {"sparse_cell": "image"})
     with pytest.raises(ConfigError, match="test_sorce"):

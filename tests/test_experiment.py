@@ -109,16 +109,36 @@ def test_images_aligned_together_equal_one_at_a_time(dataset, run_dir, tmp_path,
 def test_cached_alignments_of_other_settings_are_refused(dataset, run_dir, monkeypatch):
     _evaluate(dataset, run_dir, monkeypatch)
     settings = run_dir / "alignments" / f"{CAT}.settings.json"
-    assert json.loads(settings.read_text())["seed"] == 0
+    assert json.loads(settings.read_text())["align"]["seed"] == 0
     # speed and matching settings may change: the cached alignments still hold
     _evaluate(dataset, run_dir, monkeypatch, images_per_batch=2, sigma_sparse_inference=0.5)
-    with pytest.raises(ValueError, match=r"settings.json: .*other settings \(differing: seed\)"):
+    folder = run_dir / "alignments" / CAT
+    with pytest.raises(ValueError, match=rf"other settings \(differing: align.seed\); pass "
+                                         rf"another --out, or delete {folder} to realign"):
         _evaluate(dataset, run_dir, monkeypatch, seed=1)
     before = settings.read_text()
     settings.write_text("{")
-    with pytest.raises(ValueError, match="unreadable alignment settings"):
+    with pytest.raises(ValueError, match="unreadable record of the settings"):
         _evaluate(dataset, run_dir, monkeypatch)
-    settings.write_text(before)
+    # alignments from before records were kept are adopted, with a warning
+    settings.unlink()
+    with pytest.warns(UserWarning, match="without a record of their settings"):
+        _evaluate(dataset, run_dir, monkeypatch)
+    assert settings.read_text() == before
+
+
+def test_a_record_without_alignments_does_not_block(dataset, run_dir, tmp_path, monkeypatch):
+    # a run that failed before its first alignment leaves a record but no alignment
+    import shutil
+
+    other = tmp_path / "run"
+    shutil.copytree(run_dir / "prior", other / "prior")
+    shutil.copytree(run_dir / "features", other / "features")
+    stale = other / "alignments" / f"{CAT}.settings.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text('{"align": {"seed": 7}}')
+    _evaluate(dataset, other, monkeypatch)
+    assert json.loads(stale.read_text())["align"]["seed"] == 0
 
 
 def test_alignment_files_hold_the_traces(run_dir, dataset, monkeypatch):

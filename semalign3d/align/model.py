@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -69,24 +69,17 @@ class AlignModel:
         return deform(self.dense_from_sparse, sparse)
 
     def to(self, device=None, dtype=None) -> AlignModel:
-        def conv(t: torch.Tensor) -> torch.Tensor:
+        def conv(t):
+            if not isinstance(t, torch.Tensor):
+                return t.to(device, dtype)  # the prior
             return t.to(device, dtype) if t.is_floating_point() else t.to(device)
 
-        return AlignModel(
-            *(conv(getattr(self, n)) for n in (
-                "sparse_xyz", "sparse_features", "sparse_sim_mean", "sparse_sim_std",
-                "dense_features", "dense_sim_mean", "dense_sim_std", "dense_from_sparse",
-            )),
-            prior=self.prior.to(device, dtype),
-            dense_index=self.dense_index.to(device),
-            dense_facing=None if self.dense_facing is None else conv(self.dense_facing),
-            chiral_index=self.chiral_index.to(device),
-            chiral_sign=conv(self.chiral_sign),
-            object_features=conv(self.object_features),
-            object_sim_mean=conv(self.object_sim_mean),
-            object_sim_std=conv(self.object_sim_std),
-            sparse_facing=None if self.sparse_facing is None else conv(self.sparse_facing),
-        )
+        old = {f.name: getattr(self, f.name) for f in fields(self)}
+        new = {k: None if v is None else conv(v) for k, v in old.items()}
+        # nothing moves (the alignment calls this per batch): skip refactoring the relations
+        if all(new[k] is v for k, v in old.items()):
+            return self
+        return AlignModel(**new)
 
 
 def prepare_model(rep: ClassRepresentation, cfg: AlignConfig) -> AlignModel:

@@ -75,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from semalign3d.io import atomic_write, write_json
     from semalign3d.match import transfer
     from semalign3d.models import build_encoder
+    from semalign3d.models.runtime import resolve_device
     from semalign3d.prior.representation import ClassRepresentation
     from semalign3d.viz import alignment_overlay, match_figure
 
@@ -97,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
     for rec, d, box in zip(records, descs, (_box(args.box1), _box(args.box2)), strict=True):
         torch.manual_seed(cfg.seed)
         target = make_target(str(rec.path), d, model, cfg, box=box)
-        alignments.append(align(stack_targets([target], model, cfg), model, cfg)[0])
+        batch = stack_targets([target.to(resolve_device(cfg.device))], model, cfg)
+        alignments.append(align(batch, model, cfg)[0])
     a1, a2 = alignments
     if args.keypoints is not None:
         try:

@@ -56,13 +56,14 @@ class ShapePrior:
 
     def to(self, device=None, dtype=None) -> ShapePrior:
         f = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
-        return ShapePrior(
-            self.edge_index.to(device),
-            f(self.edge_cos_ab),
-            f(self.edge_ratio_ab),
-            self.tet_index.to(device),
-            f(self.tet_ab),
-        )
+        moved = (self.edge_index.to(device), f(self.edge_cos_ab), f(self.edge_ratio_ab),
+                 self.tet_index.to(device), f(self.tet_ab))
+        # the factoring (torch.unique) is worth skipping: the alignment calls this per batch
+        if all(m is t for m, t in zip(moved, (self.edge_index, self.edge_cos_ab,
+                                              self.edge_ratio_ab, self.tet_index, self.tet_ab),
+                                      strict=True)):
+            return self
+        return ShapePrior(*moved)
 
     def without_tets(self) -> ShapePrior:
         return ShapePrior(
