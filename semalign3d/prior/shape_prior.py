@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from semalign3d.prior.beta import beta_log_pdf
+from semalign3d.prior.beta import beta_log_norm, beta_log_pdf
 from semalign3d.prior.relations import EdgePairs, Tets, edge_pair_features, tet_features
 
 _CLAMP = 1e-6
@@ -32,7 +32,9 @@ class ShapePrior:
         tet_ab: ``[T x 3 x 2]`` Beta ``(a, b)`` of ``(cos_axis + 1) / 2`` for axes x, y, z.
 
     ``edges`` and ``tets`` (not fields: derived, never saved) hold the relations factored once
-    for :func:`geometric_nll`, which evaluates them at every alignment step.
+    for :func:`geometric_nll`, which evaluates them at every alignment step, and ``log_norms``
+    the Beta log-normalisers ``(edge ratio [E], edge cosine [E], tet [T x 3])``: a compiled step
+    would otherwise recompute three ``lgamma`` per relation and hypothesis.
     """
 
     edge_index: torch.Tensor
@@ -45,6 +47,9 @@ class ShapePrior:
         # factoring needs torch.unique, whose output shape a compiled energy cannot trace
         object.__setattr__(self, "edges", EdgePairs.of(self.edge_index))
         object.__setattr__(self, "tets", Tets.of(self.tet_index))
+        norms = tuple(beta_log_norm(ab[..., 0], ab[..., 1])
+                      for ab in (self.edge_ratio_ab, self.edge_cos_ab, self.tet_ab))
+        object.__setattr__(self, "log_norms", norms)
 
     @property
     def num_edges(self) -> int:
@@ -85,12 +90,13 @@ class ShapePrior:
         )
 
 
-def _mean_nll(x: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
-    """``[B x R]`` values in [0, 1], ``[R x 2]`` Beta params -> ``[B]`` mean NLL (0 if R = 0)."""
+def _mean_nll(x: torch.Tensor, ab: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
+    """``[B x R]`` values in [0, 1], ``[R x 2]`` Beta params and their ``[R]`` log-normalisers
+    -> ``[B]`` mean NLL (0 if R = 0)."""
     if x.shape[-1] == 0:
         return x.new_zeros(x.shape[0])
     x = x.clamp(_CLAMP, 1 - _CLAMP)
-    return -beta_log_pdf(x, ab[:, 0], ab[:, 1]).mean(-1)
+    return -beta_log_pdf(x, ab[:, 0], ab[:, 1], log_norm).mean(-1)
 
 
 def geometric_nll(points: torch.Tensor, prior: ShapePrior) -> torch.Tensor:
@@ -103,11 +109,13 @@ def geometric_nll(points: torch.Tensor, prior: ShapePrior) -> torch.Tensor:
         ``[B]`` mean negative log-likelihood per feature group, averaged over groups.
     """
     cos, ratio = edge_pair_features(points, prior.edges)
-    total = _mean_nll(ratio, prior.edge_ratio_ab) + _mean_nll((cos + 1) / 2, prior.edge_cos_ab)
+    n_ratio, n_cos, n_tet = prior.log_norms
+    total = (_mean_nll(ratio, prior.edge_ratio_ab, n_ratio)
+             + _mean_nll((cos + 1) / 2, prior.edge_cos_ab, n_cos))
     groups = 2
     if prior.num_tets:
         t = (tet_features(points, prior.tets) + 1) / 2
         for axis in range(3):
-            total = total + _mean_nll(t[..., axis], prior.tet_ab[:, axis])
+            total = total + _mean_nll(t[..., axis], prior.tet_ab[:, axis], n_tet[:, axis])
         groups = 5
     return total / groups
