@@ -293,6 +293,7 @@ class PriorConfig:
     kmeans_iters: int = 30  # Lloyd iterations
     feature_neighbors: int = 1000  # [C] neighbours averaged into each cluster feature
     density_threshold: float = 0.0005  # [C] keep clusters holding more than this fraction
+    dense_facing_weight: float = 0.0  # [R] >0: k-means also splits points by viewing side
     object_prototypes: int = 64  # [R] k-means prototypes of all object descriptors (masks)
     object_samples_per_image: int = 300  # [R] object cells per image fed to them
     seed: int = 0

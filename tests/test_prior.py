@@ -19,6 +19,7 @@ from semalign3d.prior.barycentric import barycentric, dense_from_sparse, inside,
 from semalign3d.prior.beta import fit_beta
 from semalign3d.prior.build import View, build_representation
 from semalign3d.prior.dense import (
+    build_dense,
     keypoint_features,
     neighbour_features,
     object_prototypes,
@@ -383,6 +384,33 @@ def test_keypoint_and_neighbour_features_exact():
     # two neighbours seen along +z and +x: mean direction (0.5, 0, 0.5)
     torch.testing.assert_close(facing, torch.tensor([[0.5, 0.0, 0.5]]))
     assert (neighbour_features(torch.zeros(1, 3), pts, feats, 2)[3] == 0).all()
+
+
+def test_build_dense_facing_weight_splits_the_two_sides_of_a_sheet():
+    # a flat sheet seen from both sides: descriptor e0 from the front (+z), e1 from the back.
+    # Position-only k-means mixes the sides; with facing_weight every centre holds one side,
+    # with its descriptor and a facing vector of length ~1
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(400, 2, generator=g, dtype=D) - 0.5
+    pts = torch.cat([xy, torch.zeros(400, 1, dtype=D)], -1).repeat(2, 1)
+    up = torch.tensor([0.0, 0.0, 1.0], dtype=D)
+    dirs = torch.cat([up.expand(400, 3), -up.expand(400, 3)])
+    feats = torch.eye(2, dtype=torch.float32).repeat_interleave(400, 0)
+    cube = torch.tensor([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)],
+                        dtype=D)
+    kw = dict(n_clusters=8, kmeans_iters=10, feature_neighbors=50, density_threshold=0.0,
+              directions=dirs)
+    mixed = build_dense(pts, feats, cube, **kw)
+    split = build_dense(pts, feats, cube, facing_weight=2.0, **kw)
+    inner = slice(0, -8)  # the last 8 centres are the keypoint anchors
+    assert mixed.facing[inner].norm(dim=-1).max() < 0.5
+    assert split.facing[inner].norm(dim=-1).min() > 0.99
+    assert split.features[inner].max(-1).values.min() > 0.99  # one side's descriptor each
+    side = split.facing[inner, 2].sign()
+    assert set(side.tolist()) == {-1.0, 1.0}
+    torch.testing.assert_close(split.features[inner].argmax(-1).to(D), (1 - side) / 2)
+    with pytest.raises(ValueError, match="facing_weight"):
+        build_dense(pts, feats, cube, facing_weight=-1.0, **kw)
 
 
 def test_object_prototypes_exact():

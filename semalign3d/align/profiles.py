@@ -12,7 +12,9 @@ schedules at ``schedule_skip`` (:mod:`semalign3d.align.fitted_starts`). Chosen o
 validation set (seed 1) at the ``cpu`` size, against 8 cube starts with the whole schedule
 (mean pair PCK@0.1 over 4 categories 81.9 vs 81.5, at an eighth of the cost; book chapter 7).
 There, 24 cube starts pruned to 4 after 30 % of the steps (``prune_at``) gained nothing over 8
-(tvmonitor / aeroplane 71.1 / 76.9 vs 75.0 / 81.7).
+(tvmonitor / aeroplane 71.1 / 76.9 vs 75.0 / 81.7). The ``cpu`` profile's relation subsample
+costs up to about a point against every relation (``book/measured/README.md``), which is why
+``paper`` keeps them all.
 """
 
 from __future__ import annotations

@@ -270,6 +270,7 @@ def build_representation(
             cfg.inside_tolerance,
             cfg.seed,
             torch.cat(dirs),
+            cfg.dense_facing_weight,
         )
 
     with _stage(timings, "object prototypes", progress):

@@ -126,7 +126,8 @@ def neighbour_features(
     their similarity to it, and the mean of their viewing directions.
 
     Args:
-        centres: ``[N x 3]``; points: ``[P x 3]``; features: ``[P x C]`` unit;
+        centres: ``[N x D]``; points: ``[P x D]`` (positions, with the side coordinates of
+            :func:`build_dense` when it clusters them); features: ``[P x C]`` unit;
         neighbours: points averaged per centre (clipped to ``P``);
         directions: optional ``[P x 3]`` unit directions from each point to its camera.
     Returns:
@@ -162,6 +163,7 @@ def build_dense(
     tolerance: float = 0.1,
     seed: int = 0,
     directions: torch.Tensor | None = None,
+    facing_weight: float = 0.0,
 ) -> DenseCloud:
     """Cluster the merged canonical points into the dense cloud (method.md §2.9 steps 2-5).
 
@@ -175,6 +177,12 @@ def build_dense(
         feature_neighbors: merged points averaged into each centre's feature.
         density_threshold: centres holding at most this fraction of the points are dropped.
         tolerance: inside-hull tolerance; centres outside the keypoint hull are dropped.
+        facing_weight: ``[R]`` > 0: k-means and the feature neighbours also separate points
+            seen from opposite sides: each point is clustered as ``(xyz, w r d)`` with ``d`` its
+            viewing direction and ``r`` the keypoints' RMS radius. Where the keypoints are
+            coplanar (bottle) the barycentric transfer flattens the object onto their plane and
+            its front and back surfaces fall on the same places; this keeps them apart, each
+            with its own descriptor and facing vector (0: the authors' position-only k-means).
     Returns:
         the :class:`DenseCloud` (descriptors in ``features.dtype``, geometry in ``sparse.dtype``).
     Raises:
@@ -184,13 +192,22 @@ def build_dense(
     dt = sparse.dtype
     if points.shape[0] == 0:
         raise ValueError("no dense points survived the transfer to the canonical frame")
+    if facing_weight < 0:
+        raise ValueError(f"facing_weight must be >= 0, got {facing_weight}")
+    side = None  # [P x 3] the viewing-direction coordinates clustered beside the positions
+    if facing_weight > 0 and directions is not None:
+        radius = (sparse - sparse.mean(0)).square().sum(-1).mean().sqrt()
+        side = (facing_weight * radius).to(points.dtype) * directions.to(points.dtype)
+    coords = points if side is None else torch.cat([points, side], -1)
     # float32 halves the cost of Lloyd's distance blocks; the centres are re-expressed through
     # the keypoints in float64 below
-    centres, labels = kmeans(points.float(), n_clusters, kmeans_iters, seed)
+    centres, labels = kmeans(coords.float(), n_clusters, kmeans_iters, seed)
     centres = centres.to(dt)
     weight = torch.bincount(labels, minlength=centres.shape[0]).to(dt) / points.shape[0]
     keep = weight > density_threshold
-    centres = torch.cat([centres[keep], sparse])
+    # anchors (the keypoints) face no side: their neighbours come from every side
+    centre_side = torch.cat([centres[keep, 3:], centres.new_zeros(k, centres.shape[1] - 3)])
+    centres = torch.cat([centres[keep, :3], sparse])
     weight = torch.cat([weight[keep], torch.ones(k, dtype=dt)])
     m, ok = dense_from_sparse(centres, sparse, tetrahedra(k), tolerance)
     anchors = torch.zeros(centres.shape[0], dtype=torch.bool)
@@ -198,11 +215,11 @@ def build_dense(
     # anchors are exact keypoints; with < 4 keypoints there are no tetrahedra to carry them
     m[anchors] = torch.eye(k, dtype=m.dtype)
     ok = ok | anchors
-    centres, weight, m = centres[ok], weight[ok], m[ok]
+    centres, weight, m, centre_side = centres[ok], weight[ok], m[ok], centre_side[ok]
     xyz = m @ sparse
     ft = features.dtype
     psi, mean, std, facing = neighbour_features(
-        xyz.to(ft), points.to(ft), features, feature_neighbors,
+        torch.cat([xyz, centre_side], -1).to(ft), coords.to(ft), features, feature_neighbors,
         None if directions is None else directions.to(ft),
     )
     return DenseCloud(xyz, psi, mean, std, weight, m, facing.to(dt))
