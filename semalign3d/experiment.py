@@ -116,22 +116,23 @@ def claim_alignments(run: RunDir, category: str, cfg: AlignConfig, config: Confi
         raise ValueError(f"{path}: unreadable record of the settings of the alignments in "
                          f"{folder} ({e}); delete that folder to realign") from e
     if old != setting:
-        diff = sorted(f"{group}.{k}" for group in old.keys() | setting.keys()
-                      for k in _keys(old.get(group)) | _keys(setting.get(group))
-                      if _get(old, group, k) != _get(setting, group, k))
+        was, now = _flat(old), _flat(setting)
+        diff = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
         raise ValueError(
             f"{path}: the alignments in {folder} were made with other settings (differing: "
             f"{', '.join(diff)}); pass another --out, or delete {folder} to realign"
         )
 
 
-def _keys(group: object) -> set[str]:
-    return set(group) if isinstance(group, dict) else {""}
-
-
-def _get(setting: dict, group: str, key: str) -> object:
-    v = setting.get(group)
-    return v.get(key) if isinstance(v, dict) else v
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    """Nested dicts -> ``{"a.b.c": leaf}``."""
+    out: dict[str, object] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def load_or_build_prior(
