@@ -11,17 +11,9 @@ from __future__ import annotations
 import torch
 
 
-def beta_log_norm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``log B(a, b) = lgamma(a) + lgamma(b) - lgamma(a + b)``, the log-normaliser."""
-    return torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
-
-
-def beta_log_pdf(
-    x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, log_norm: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``log Beta(x; a, b)``; all arguments broadcast. ``x`` must lie in (0, 1). ``log_norm``:
-    :func:`beta_log_norm` of ``(a, b)`` when already known (fixed parameters, many ``x``)."""
-    lbeta = beta_log_norm(a, b) if log_norm is None else log_norm
+def beta_log_pdf(x: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``log Beta(x; a, b)``; all arguments broadcast. ``x`` must lie in (0, 1)."""
+    lbeta = torch.lgamma(a) + torch.lgamma(b) - torch.lgamma(a + b)
     return (a - 1) * torch.log(x) + (b - 1) * torch.log1p(-x) - lbeta
 
 

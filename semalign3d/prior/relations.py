@@ -63,7 +63,7 @@ class EdgePairs:
     @classmethod
     def of(cls, index: torch.Tensor) -> EdgePairs:
         """Factor ``[E x 4]`` ``(i, j, k, l)`` relations."""
-        ends, pos = _distinct_rows(torch.cat([index[:, :2], index[:, 2:]]), 2)
+        ends, pos = _distinct_rows(torch.cat([index[:, :2], index[:, 2:]]))
         return cls(ends, pos.reshape(2, -1).T.contiguous())
 
     def __len__(self) -> int:
@@ -87,20 +87,19 @@ class Tets:
     @classmethod
     def of(cls, index: torch.Tensor) -> Tets:
         """Factor ``[T x 4]`` ``(t0, t1, t2, v)`` relations."""
-        tris, tpos = _distinct_rows(index[:, :3], 3)
-        apex, apos = _distinct_rows(index[:, [0, 3]], 2)
+        tris, tpos = _distinct_rows(index[:, :3])
+        apex, apos = _distinct_rows(index[:, [0, 3]])
         return cls(tris, apex, torch.stack([tpos, apos], 1))
 
     def __len__(self) -> int:
         return int(self.pairs.shape[0])
 
 
-def _distinct_rows(rows: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``[N x width]`` long -> (distinct rows ``[D x width]``, row of each input ``[N]``)."""
-    if rows.shape[0] == 0:
-        return rows.reshape(0, width), rows.new_zeros(0)
-    distinct, pos = torch.unique(rows, dim=0, return_inverse=True)
-    return distinct, pos
+def _distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``[N x W]`` long -> (distinct rows ``[D x W]``, row of each input ``[N]``)."""
+    if rows.shape[0] == 0:  # torch.unique(dim=0) rejects empty input
+        return rows, rows.new_zeros(0)
+    return torch.unique(rows, dim=0, return_inverse=True)
 
 
 def _pick(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:

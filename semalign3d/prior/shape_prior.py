@@ -10,11 +10,11 @@ with ``G`` the number of feature groups used (5 with triangle+apex relations, 2 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 
-from semalign3d.prior.beta import beta_log_norm, beta_log_pdf
+from semalign3d.prior.beta import beta_log_pdf
 from semalign3d.prior.relations import EdgePairs, Tets, edge_pair_features, tet_features
 
 _CLAMP = 1e-6
@@ -32,9 +32,7 @@ class ShapePrior:
         tet_ab: ``[T x 3 x 2]`` Beta ``(a, b)`` of ``(cos_axis + 1) / 2`` for axes x, y, z.
 
     ``edges`` and ``tets`` (not fields: derived, never saved) hold the relations factored once
-    for :func:`geometric_nll`, which evaluates them at every alignment step, and ``log_norms``
-    the Beta log-normalisers ``(edge ratio [E], edge cosine [E], tet [T x 3])``: a compiled step
-    would otherwise recompute three ``lgamma`` per relation and hypothesis.
+    for :func:`geometric_nll`, which evaluates them at every alignment step.
     """
 
     edge_index: torch.Tensor
@@ -47,9 +45,6 @@ class ShapePrior:
         # factoring needs torch.unique, whose output shape a compiled energy cannot trace
         object.__setattr__(self, "edges", EdgePairs.of(self.edge_index))
         object.__setattr__(self, "tets", Tets.of(self.tet_index))
-        norms = tuple(beta_log_norm(ab[..., 0], ab[..., 1])
-                      for ab in (self.edge_ratio_ab, self.edge_cos_ab, self.tet_ab))
-        object.__setattr__(self, "log_norms", norms)
 
     @property
     def num_edges(self) -> int:
@@ -60,15 +55,12 @@ class ShapePrior:
         return int(self.tet_index.shape[0])
 
     def to(self, device=None, dtype=None) -> ShapePrior:
-        f = lambda t: t.to(device=device, dtype=dtype)  # noqa: E731
-        moved = (self.edge_index.to(device), f(self.edge_cos_ab), f(self.edge_ratio_ab),
-                 self.tet_index.to(device), f(self.tet_ab))
+        old = [getattr(self, f.name) for f in fields(self)]
+        new = [t.to(device, dtype) if t.is_floating_point() else t.to(device) for t in old]
         # the factoring (torch.unique) is worth skipping: the alignment calls this per batch
-        if all(m is t for m, t in zip(moved, (self.edge_index, self.edge_cos_ab,
-                                              self.edge_ratio_ab, self.tet_index, self.tet_ab),
-                                      strict=True)):
+        if all(n is o for n, o in zip(new, old, strict=True)):
             return self
-        return ShapePrior(*moved)
+        return ShapePrior(*new)
 
     def without_tets(self) -> ShapePrior:
         return ShapePrior(
@@ -90,13 +82,12 @@ class ShapePrior:
         )
 
 
-def _mean_nll(x: torch.Tensor, ab: torch.Tensor, log_norm: torch.Tensor) -> torch.Tensor:
-    """``[B x R]`` values in [0, 1], ``[R x 2]`` Beta params and their ``[R]`` log-normalisers
-    -> ``[B]`` mean NLL (0 if R = 0)."""
+def _mean_nll(x: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """``[B x R]`` values in [0, 1], ``[R x 2]`` Beta params -> ``[B]`` mean NLL (0 if R = 0)."""
     if x.shape[-1] == 0:
         return x.new_zeros(x.shape[0])
     x = x.clamp(_CLAMP, 1 - _CLAMP)
-    return -beta_log_pdf(x, ab[:, 0], ab[:, 1], log_norm).mean(-1)
+    return -beta_log_pdf(x, ab[:, 0], ab[:, 1]).mean(-1)
 
 
 def geometric_nll(points: torch.Tensor, prior: ShapePrior) -> torch.Tensor:
@@ -109,13 +100,11 @@ def geometric_nll(points: torch.Tensor, prior: ShapePrior) -> torch.Tensor:
         ``[B]`` mean negative log-likelihood per feature group, averaged over groups.
     """
     cos, ratio = edge_pair_features(points, prior.edges)
-    n_ratio, n_cos, n_tet = prior.log_norms
-    total = (_mean_nll(ratio, prior.edge_ratio_ab, n_ratio)
-             + _mean_nll((cos + 1) / 2, prior.edge_cos_ab, n_cos))
+    total = _mean_nll(ratio, prior.edge_ratio_ab) + _mean_nll((cos + 1) / 2, prior.edge_cos_ab)
     groups = 2
     if prior.num_tets:
         t = (tet_features(points, prior.tets) + 1) / 2
         for axis in range(3):
-            total = total + _mean_nll(t[..., axis], prior.tet_ab[:, axis], n_tet[:, axis])
+            total = total + _mean_nll(t[..., axis], prior.tet_ab[:, axis])
         groups = 5
     return total / groups
