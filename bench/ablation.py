@@ -17,42 +17,55 @@ import os
 import time
 from pathlib import Path
 
-from semalign3d.config import AlignConfig, Config, ConfigError, PriorConfig, replace
+from semalign3d.config import (
+    MATCHING_ONLY,
+    AlignConfig,
+    Config,
+    ConfigError,
+    PriorConfig,
+    replace,
+)
 from semalign3d.experiment import RunDir, alignment_scores, evaluate_category, summaries
 from semalign3d.io import write_json
 from semalign3d.prior.representation import ClassRepresentation
 
-#: name -> (AlignConfig changes, matching-only?)
-VARIANTS: dict[str, tuple[dict, bool]] = {
-    "default": ({}, False),  # must come first: matching-only variants reuse its alignments
-    "no visibility": ({"visibility_radius": 0.0}, False),
-    "no depth order": ({"w_depth_order": 0.0}, False),
-    "neither tie-breaker": ({"visibility_radius": 0.0, "w_depth_order": 0.0}, False),
-    "p_sem gaussian": ({"p_sem": "gaussian"}, False),
-    "dense: points": ({"dense_likelihood": "points"}, False),
-    "sparse: pixels": ({"sparse_likelihood": "pixels", "sparse_cells": "foreground"}, False),
-    "+ mirrored hyps": ({"mirror_hypotheses": True}, False),
-    "no chirality": ({"w_chirality": 0.0}, False),
-    "no facing": ({"facing_tau": 0.0}, False),
+#: name -> AlignConfig changes (variants that change only the matching reuse the default's
+#: alignments, see :func:`matching_only`)
+VARIANTS: dict[str, dict] = {
+    "default": {},  # must come first: matching-only variants reuse its alignments
+    "no visibility": {"visibility_radius": 0.0},
+    "no depth order": {"w_depth_order": 0.0},
+    "neither tie-breaker": {"visibility_radius": 0.0, "w_depth_order": 0.0},
+    "p_sem gaussian": {"p_sem": "gaussian"},
+    "dense: points": {"dense_likelihood": "points"},
+    "sparse: pixels": {"sparse_likelihood": "pixels", "sparse_cells": "foreground"},
+    "+ mirrored hyps": {"mirror_hypotheses": True},
+    "no chirality": {"w_chirality": 0.0},
+    "no facing": {"facing_tau": 0.0},
     # starting poses: the default is one fitted start entering the schedules at 0.75
-    "fitted 2": ({"n_fitted_starts": 2}, False),
-    "fitted 4": ({"n_fitted_starts": 4}, False),
-    "fitted: 480 candidates": ({"fit_candidates": 480}, False),
-    "fitted: schedule_skip 0.5": ({"schedule_skip": 0.5}, False),
-    "fitted 8, whole schedule": ({"n_fitted_starts": 8, "schedule_skip": 0.0}, False),
-    "cube 4 + fitted 4, whole schedule": ({"n_rotations": 4, "n_fitted_starts": 4,
-                                           "schedule_skip": 0.0}, False),
-    "cube 8, whole schedule": ({"n_rotations": 8, "n_fitted_starts": 0, "schedule_skip": 0.0},
-                               False),
-    "z-bar: foreground": ({"depth_target": "foreground"}, False),
-    "no tets": ({"geom_tets": False}, False),
-    "Eq. 14: dense points": ({"match_points": "dense"}, True),
+    "fitted 2": {"n_fitted_starts": 2},
+    "fitted 4": {"n_fitted_starts": 4},
+    "fitted: 480 candidates": {"fit_candidates": 480},
+    "fitted: schedule_skip 0.5": {"schedule_skip": 0.5},
+    "fitted 8, whole schedule": {"n_fitted_starts": 8, "schedule_skip": 0.0},
+    "cube 4 + fitted 4, whole schedule": {"n_rotations": 4, "n_fitted_starts": 4,
+                                           "schedule_skip": 0.0},
+    "cube 8, whole schedule": {"n_rotations": 8, "n_fitted_starts": 0, "schedule_skip": 0.0},
+    "z-bar: foreground": {"depth_target": "foreground"},
+    "no tets": {"geom_tets": False},
+    "Eq. 14: dense points": {"match_points": "dense"},
+    "Eq. 14: no partner landing": {"partner_swap": False},
 }
 
 
 #: settings of other Config sections a variant may change besides ``align``: only test-time
 #: ones, since every variant shares the first run's prior and descriptors
 SECTIONS: dict[str, tuple[str, ...]] = {"masks": ("test_source",)}
+
+
+def matching_only(changes: dict) -> bool:
+    """The variant changes only the matching (:data:`semalign3d.config.MATCHING_ONLY`)."""
+    return bool(changes) and set(changes) <= set(MATCHING_ONLY)
 
 
 def variant_config(base: Config, changes: dict) -> Config:
@@ -129,7 +142,10 @@ def run_variant(root: Path, cat: str, cfg: Config, work: Path, slug: str, shared
     A matching-only variant reuses the alignments of ``work/default<suffix>`` (same seed)."""
     run = RunDir(work / slug)
     if matching_only:
-        _link(work / f"default{suffix}" / "alignments" / cat, run.root / "alignments" / cat)
+        default = RunDir(work / f"default{suffix}")
+        _link(default.root / "alignments" / cat, run.root / "alignments" / cat)
+        if default.alignment_settings(cat).exists():
+            _link(default.alignment_settings(cat), run.alignment_settings(cat))
     if shared.prior(cat).exists():
         _link(shared.prior(cat), run.prior(cat))
     if shared.features.exists():
@@ -184,7 +200,8 @@ def main() -> None:
     p.add_argument("--variants", nargs="*", default=list(VARIANTS),
                    help="named variants to run (none: only the --extra ones)")
     p.add_argument("--extra", nargs="*", default=[], metavar="NAME=JSON",
-                   help='more variants, e.g. \'vis 0.04={"visibility_radius": 0.04}\'')
+                   help='more variants, e.g. \'vis 0.04={"visibility_radius": 0.04}\'; '
+                        "those that change only the matching reuse the default's alignments")
     p.add_argument("--work", type=Path, default=Path("runs/ablation"), help="run directories")
     p.add_argument("--priors", type=Path, default=None,
                    help="folder with <category>.safetensors to reuse (default: build)")
@@ -202,11 +219,14 @@ def main() -> None:
     variants = dict(VARIANTS)
     for item in a.extra:
         name, _, changes = item.partition("=")
-        variants[name] = (json.loads(changes), False)
+        variants[name] = json.loads(changes)
         a.variants.append(name)
     for name in a.variants:
-        if "seed" in variants[name][0]:
+        if "seed" in variants[name]:
             p.error(f"variant '{name}' sets 'seed': alignment seeds are chosen with --seeds")
+        if matching_only(variants[name]) and "default" not in a.variants[: a.variants.index(name)]:
+            p.error(f"variant '{name}' changes only the matching and reuses the alignments of "
+                    "'default': run 'default' before it (--variants default ...)")
     base = Config()
     if a.prior_config:
         from semalign3d.config import load_yaml
@@ -220,13 +240,14 @@ def main() -> None:
         if a.priors is not None:
             _link(a.priors / f"{cat}.safetensors", shared.prior(cat))
         for name in a.variants:
-            changes, matching_only = variants[name]
+            changes = variants[name]
             runs = {}
             for seed in a.seeds:
                 suffix = f"__seed{seed}" if seed != 0 else ""  # seed 0 keeps the older layout
                 slug = "".join(ch if ch.isalnum() else "_" for ch in name) + suffix
                 cfg = variant_config(base, {**changes, "seed": seed})
-                runs[seed] = run_variant(a.root, cat, cfg, a.work, slug, shared, matching_only,
+                runs[seed] = run_variant(a.root, cat, cfg, a.work, slug, shared,
+                                         matching_only(changes),
                                          a.split, suffix)
                 r = runs[seed]
                 print(f"{cat:<10} {name:<22} seed {seed}  semalign3d "

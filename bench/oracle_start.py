@@ -3,7 +3,9 @@
 On synthetic data every image's true keypoints are known. This starts each alignment from the
 representation's canonical keypoints fitted (least-squares similarity) to them, at the true focal
 length, runs the configured schedule from there, and scores the pairs with Eq. 14 like
-``semalign3d evaluate``. ``--start-only`` scores the start itself (no step is taken).
+``semalign3d evaluate``. ``--start-only`` scores the start itself (no step is taken); ``--twin``
+starts from the true pose's mirror twin instead (every keypoint where its left/right partner is;
+``bench/twins.py`` compares the two runs' final energies).
 
 How to read it: the start-only PCK is what a perfect pose gives; a drop from it to the optimised
 PCK is the energy's bias (its minimum lies elsewhere); a gap from the optimised PCK down to
@@ -27,6 +29,7 @@ from semalign3d.align.hypotheses import Hypotheses
 from semalign3d.align.profiles import PROFILES, category_config
 from semalign3d.book.pipeline import true_pose
 from semalign3d.config import Config, load_yaml, replace
+from semalign3d.data.flips import partner_positions
 from semalign3d.data.records import AnnotatedImage
 from semalign3d.data.spair import SPairDataset
 from semalign3d.experiment import RunDir, align_images, encode, evaluate_category, summaries
@@ -35,12 +38,15 @@ from semalign3d.prior.representation import ClassRepresentation
 
 
 def true_start(rep: ClassRepresentation, root: Path, image: AnnotatedImage,
-               z_bar: torch.Tensor) -> Hypotheses:
+               z_bar: torch.Tensor, twin: bool = False) -> Hypotheses:
     """One hypothesis: the canonical keypoints posed like the object of a synthetic image
     (:func:`semalign3d.book.pipeline.true_pose`) at the depth gauge's ``z_bar`` (0-d), with the
-    true focal length. Returns ``keypoints [1 x 1 x K x 3]``, ``focal_inv [1 x 1]`` on
+    true focal length, or that pose's mirror twin (``twin``: keypoints swapped with their
+    left/right partners). Returns ``keypoints [1 x 1 x K x 3]``, ``focal_inv [1 x 1]`` on
     ``z_bar``'s device and dtype (the rotation is unused by :func:`align`: identity)."""
     keypoints, focal = true_pose(rep, root, image, float(z_bar))
+    if twin:
+        keypoints = keypoints[partner_positions(rep.category, rep.keypoint_ids)]
     dev, dt = z_bar.device, z_bar.dtype
     return Hypotheses(keypoints.to(dev, dt)[None, None],
                       torch.full((1, 1), 1.0 / focal, device=dev, dtype=dt),
@@ -61,6 +67,8 @@ def main() -> None:
     p.add_argument("--split", default="val", choices=("trn", "val", "test"))
     p.add_argument("--config", type=Path, default=None, help="YAML Config to align with")
     p.add_argument("--profile", default="cpu", choices=PROFILES)
+    p.add_argument("--twin", action="store_true",
+                   help="start from the mirror twin of the true pose (partners swapped)")
     p.add_argument("--start-only", action="store_true",
                    help="score the true-pose start itself (no optimisation step)")
     a = p.parse_args()
@@ -77,7 +85,8 @@ def main() -> None:
         raise SystemExit(f"{shared.prior(a.category)} is missing: run 'semalign3d evaluate "
                          f"--out {a.run}' on this category first")
     # cached alignments are only reused for the same setting: a stamp records it
-    setting = {"run": str(a.run.resolve()), "start_only": a.start_only, "profile": a.profile,
+    setting = {"run": str(a.run.resolve()), "start_only": a.start_only, "twin": a.twin,
+               "profile": a.profile,
                "config": json.loads(json.dumps(dataclasses.asdict(config), default=str))}
     stamp = a.out / f"oracle_{a.category}.json"
     if stamp.is_file() and json.loads(stamp.read_text()) != setting:
@@ -101,12 +110,13 @@ def main() -> None:
     images = [ds.image(a.category, n) for n in names]
     descriptors = encode(images, config, a.root, out, progress=False)
     align_images(images, descriptors, rep, cfg, config, a.root, out,
-                 start=lambda im, batch: true_start(rep, a.root, im, batch.z_bar[0]))
+                 start=lambda im, batch: true_start(rep, a.root, im, batch.z_bar[0], a.twin))
     # every image is aligned now, so evaluation only matches and scores
     r = evaluate_category(a.root, a.category, config, out.root, methods=("semalign3d",),
                           split=a.split, progress=False, align_config=cfg)
     s = summaries([r], config)["semalign3d"]
-    label = "true-pose start" if a.start_only else "optimised from the true pose"
+    pose = "the twin of the true pose" if a.twin else "the true pose"
+    label = f"start at {pose}" if a.start_only else f"optimised from {pose}"
     print(f"{a.category} ({a.split}, {len(pairs)} pairs), {label}: per-image PCK@0.1 "
           f"{s['per_image']['all']:.1f}; by viewpoint variation "
           + json.dumps({k: round(v, 1) for k, v in s["by_viewpoint"].items()}))

@@ -358,6 +358,8 @@ class AlignConfig:
     match_points: Literal["sparse", "dense"] = "sparse"  # [R] model points used by Eq. 14
     soft_argmax_window: int = 0  # [C] 0 = off; GeoAware uses 7
     soft_argmax_temperature: float = 0.02  # [C]
+    partner_swap: bool = True  # [R] Eq. 14 may land on a keypoint's mirror partner (sparse only)
+    partner_margin: float = 0.4  # [R] facing-cosine lead the partner needs (match.partner_redirect)
     compile: bool = False  # torch.compile the energy (GPU; ~1 min per batch shape)
     device: str = "auto"  # where images are aligned: auto (a GPU if present) | cpu | cuda | cuda:N
     images_per_batch: int = 0  # images aligned as one tensor program; 0 = 1 on CPU, 32 on a GPU
@@ -368,7 +370,7 @@ class AlignConfig:
 RUN_ONLY = ("compile", "device", "images_per_batch")
 #: AlignConfig fields read only by the matching (Eq. 14), after the alignments
 MATCHING_ONLY = ("sigma_sparse_inference", "match_points", "soft_argmax_window",
-                 "soft_argmax_temperature")
+                 "soft_argmax_temperature", "partner_swap", "partner_margin")
 
 
 @dataclass(frozen=True)

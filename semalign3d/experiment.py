@@ -32,6 +32,7 @@ from semalign3d.align.model import AlignModel, prepare_model
 from semalign3d.align.optimize import Alignment, align
 from semalign3d.align.profiles import category_config
 from semalign3d.align.target import AlignTarget, TargetBatch, make_target, stack_targets
+from semalign3d.align.visibility import facing_cosine
 from semalign3d.config import (
     MATCHING_ONLY,
     RUN_ONLY,
@@ -40,6 +41,7 @@ from semalign3d.config import (
     scale_schedules,
     to_dict,
 )
+from semalign3d.data.flips import partner_positions
 from semalign3d.data.records import AnnotatedImage, DataError, Pair
 from semalign3d.data.spair import SPairDataset
 from semalign3d.evaluate import (
@@ -50,7 +52,7 @@ from semalign3d.evaluate import (
     summarize,
 )
 from semalign3d.io import write_json
-from semalign3d.match import nn_match, transfer
+from semalign3d.match import nn_match, partner_redirect, transfer
 from semalign3d.models.base import DescriptorMap
 from semalign3d.models.runtime import resolve_device
 from semalign3d.prior.representation import ClassRepresentation, RepresentationError
@@ -277,6 +279,57 @@ def model_points(
     raise ValueError(f"unknown match_points {kind!r}; expected 'sparse' or 'dense'")
 
 
+def target_landing(rep: ClassRepresentation, a: Alignment, cfg: AlignConfig) -> torch.Tensor:
+    """``[K]`` long: the keypoint of alignment ``a`` on whose projection Eq. 14 lands for each
+    model keypoint (:func:`semalign3d.match.partner_redirect`; the identity when
+    ``cfg.partner_swap`` is off).
+
+    Raises:
+        ValueError: the swap is on but the representation has no keypoint facing vectors.
+    """
+    k = rep.sparse_xyz.shape[0]
+    if not cfg.partner_swap:
+        return torch.arange(k)
+    if rep.sparse_facing.shape[0] != k:
+        raise ValueError(f"align.partner_swap: the representation of '{rep.category}' has no "
+                         "keypoint facing vectors; rebuild it with 'semalign3d prior build' or "
+                         "set align.partner_swap: false")
+    kp = a.keypoints.double()
+    cos = facing_cosine(kp, kp, rep.sparse_xyz.double(), rep.sparse_facing.double())
+    return partner_redirect(cos, partner_positions(rep.category, rep.keypoint_ids),
+                            cfg.partner_margin)
+
+
+def transfer_pair(
+    rep: ClassRepresentation,
+    src: DescriptorMap,
+    trg: DescriptorMap,
+    src_alignment: Alignment,
+    trg_alignment: Alignment,
+    queries: torch.Tensor,
+    cfg: AlignConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 14 between two aligned images through ``cfg.match_points``, landing on the target's
+    mirror partners where ``cfg.partner_swap`` says so (keypoints only: dense points have no
+    partners).
+
+    Args:
+        src, trg: the images' descriptor maps; queries: ``[Q x 2]`` source pixels.
+    Returns:
+        ``(pred [Q x 2] target pixels, point [Q] model point each query used, landed [Q] model
+        point whose target projection each answer was read around)``.
+    """
+    ps, feats, mean, std = model_points(rep, src_alignment, cfg.match_points)
+    pt, *_ = model_points(rep, trg_alignment, cfg.match_points)
+    landing = torch.arange(pt.shape[0])
+    if cfg.match_points == "sparse":
+        landing = target_landing(rep, trg_alignment, cfg)
+    pred, used = transfer(src, trg, queries, ps, pt[landing], feats, mean, std,
+                          cfg.sigma_sparse_inference, cfg.p_sem, cfg.sigma_sem,
+                          cfg.soft_argmax_window, cfg.soft_argmax_temperature)
+    return pred, used, landing[used]
+
+
 def predict_pair(
     method: str,
     pair: Pair,
@@ -293,12 +346,8 @@ def predict_pair(
     if method == "semalign3d":
         if rep is None or alignments is None:
             raise ValueError("semalign3d matching needs the representation and the alignments")
-        ps, feats, mean, std = model_points(rep, alignments[pair.source], cfg.match_points)
-        pt, *_ = model_points(rep, alignments[pair.target], cfg.match_points)
-        pred, _ = transfer(src, trg, pair.src_kps, ps, pt, feats, mean, std,
-                           cfg.sigma_sparse_inference, cfg.p_sem, cfg.sigma_sem,
-                           cfg.soft_argmax_window, cfg.soft_argmax_temperature)
-        return pred
+        return transfer_pair(rep, src, trg, alignments[pair.source], alignments[pair.target],
+                             pair.src_kps, cfg)[0]
     raise ValueError(f"unknown method {method!r}; expected one of {METHODS}")
 
 
@@ -383,8 +432,6 @@ def alignment_scores(
 ) -> list[AlignmentScore]:
     """Score every alignment's projected model keypoints against its image's annotation, and
     the left/right-swapped labelling too (how often the fit is the mirror twin)."""
-    from semalign3d.data.flips import partner_positions
-
     ds = SPairDataset(root)
     swap = partner_positions(rep.category, rep.keypoint_ids)
     out = []

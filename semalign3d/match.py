@@ -7,6 +7,8 @@
 * :func:`transfer`: SemAlign3D's Eq. 14 (method.md §2.12): query pixel -> most likely model point
   of the aligned source model -> most likely pixel of the aligned target model, both by
   ``p_sem x`` a Gaussian of width ``sigma_sparse_inference`` around the projected point.
+* :func:`partner_redirect`: which target keypoint Eq. 14 lands on when the target fit may be
+  the mirror twin (a keypoint hidden in the fit whose left/right partner faces the camera).
 """
 
 from __future__ import annotations
@@ -139,3 +141,34 @@ def transfer(
     score2 = log_p_sem(s2, sim_mean[best, None], sim_std[best, None], p_sem, sigma_sem)
     score2 = score2 + 1e-3 * s2 - torch.cdist(p2, cells) ** 2 / (2 * sigma**2)
     return readout(score2.reshape(-1, h, w), trg.grid, window, temperature), best
+
+
+def partner_redirect(
+    facing_cos: torch.Tensor, partner: torch.Tensor, margin: float
+) -> torch.Tensor:
+    """Per model keypoint, the keypoint whose target projection Eq. 14 lands on ([R], ours).
+
+    With mirror-symmetric descriptors a fit can be the mirror twin of the true pose: every
+    keypoint sits where its left/right partner is. A keypoint that was visible in the source
+    and is being matched is assumed visible in the target too (the benchmark scores only such
+    keypoints). So where the target fit turns a keypoint's partner towards the camera by more
+    than ``margin`` in facing cosine beyond the keypoint itself
+    (:func:`semalign3d.align.visibility.facing_cosine`), the partner's projection is the better
+    landing point. Keypoints without a partner (``partner[k] == k``) stay put.
+
+    Args:
+        facing_cos: ``[K]`` facing cosines of the target fit's keypoints.
+        partner: ``[K]`` long, each keypoint's mirror partner (itself when it has none).
+        margin: cosine lead the partner needs (>= 0, so at most one of a pair moves).
+    Returns:
+        ``[K]`` long indices into the target keypoints.
+    Raises:
+        ValueError: shapes differ or ``margin`` < 0.
+    """
+    if facing_cos.shape != partner.shape:
+        raise ValueError(f"facing_cos {tuple(facing_cos.shape)} and partner "
+                         f"{tuple(partner.shape)} must both be [K]")
+    if margin < 0:
+        raise ValueError(f"partner margin must be >= 0, got {margin}")
+    keep = torch.arange(partner.shape[0], device=partner.device)
+    return torch.where(facing_cos[partner] > facing_cos + margin, partner, keep)

@@ -35,7 +35,7 @@ from semalign3d.align.reconstruction import nll_pixels, nll_points, pair_log_lik
 from semalign3d.align.semantic import log_p_sem
 from semalign3d.align.target import AlignError, AlignTarget, make_target, stack_targets
 from semalign3d.align.toy import render, toy_representation
-from semalign3d.align.visibility import log_facing
+from semalign3d.align.visibility import facing_cosine, log_facing
 from semalign3d.config import AlignConfig, replace, scale_schedules, table5
 from semalign3d.geometry import procrustes_align
 from semalign3d.models.base import DescriptorMap, FeatureGrid
@@ -566,6 +566,8 @@ def test_log_facing_exact_and_seen_from_behind():
     turn = torch.diag(torch.tensor([-1.0, 1.0, -1.0], dtype=D))  # 180 degrees about y
     kps = torch.stack([canon + shift, canon @ turn.T + shift])[None]  # [1 x 2 x 4 x 3]
     pts = torch.stack([point + shift, point @ turn.T + shift])[None]
+    cos = facing_cosine(pts, kps, canon, facing)
+    torch.testing.assert_close(cos, torch.tensor([[[0.8], [-0.8]]], dtype=D))
     lf = log_facing(pts, kps, canon, facing, 0.1)
     # facing the camera: cos = +0.8 -> 0; turned away: cos = -0.8 -> -8
     torch.testing.assert_close(lf, torch.tensor([[[0.0], [-8.0]]], dtype=D))

@@ -86,7 +86,9 @@ def test_true_start_places_the_canonical_cloud_on_the_truth(tmp_path):
     (tmp_path / "Synthetic" / "toy").mkdir(parents=True)
     np.savez(tmp_path / "Synthetic" / "toy" / "im.npz", keypoints_camera=table.numpy(),
              focal=np.float64(1.6))
-    rep = types.SimpleNamespace(keypoint_ids=torch.arange(1, 6), sparse_xyz=canon)
+    # bottle's left/right partners among ids 1..5: 2-3 and 4-5 (1's partner, 0, is not used)
+    rep = types.SimpleNamespace(category="bottle", keypoint_ids=torch.arange(1, 6),
+                                sparse_xyz=canon)
     image = types.SimpleNamespace(category="toy", name="im")
     h = oracle_start.true_start(rep, tmp_path, image, torch.tensor(1.0, dtype=torch.float64))
     assert h.keypoints.shape == (1, 1, 5, 3) and h.focal_inv.shape == (1, 1)
@@ -95,6 +97,9 @@ def test_true_start_places_the_canonical_cloud_on_the_truth(tmp_path):
     assert not bool(h.mirrored.any())
     proj = lambda p: p[:, :2] / p[:, 2:]  # noqa: E731
     torch.testing.assert_close(proj(h.keypoints[0, 0]), proj(truth))
+    twin = oracle_start.true_start(rep, tmp_path, image, torch.tensor(1.0, dtype=torch.float64),
+                                   twin=True)
+    torch.testing.assert_close(twin.keypoints[0, 0], h.keypoints[0, 0, [0, 2, 1, 4, 3]])
 
 
 def test_oracle_start_refuses_its_own_run_dir(tmp_path, monkeypatch, capsys):

@@ -175,7 +175,8 @@ def test_match_command(dataset, run_dir, tmp_path):
                "--config", str(cfg), "--steps", "20", "--out", str(out)])
     assert rc == 0
     m = json.loads((out / "matches.json").read_text())
-    assert len(m["queries"]) == len(m["matches"]) > 0
+    assert len(m["queries"]) == len(m["matches"]) == len(m["landed_on"]) > 0
+    assert m["partner_swap"] is True
     assert (out / "matches.png").stat().st_size > 0 and (out / "alignment2.png").is_file()
     rc = main(["match", str(img[0]), str(img[1]), "--category", "chair", "--prior",
                str(RunDir(run_dir).prior(CAT)), "--encoder", "oracle", "--root", str(dataset),
@@ -212,3 +213,73 @@ def test_prior_build_does_not_depend_on_the_thread_count(dataset, run_dir, monke
     ref = ClassRepresentation.load(RunDir(run_dir).prior(CAT))
     assert torch.equal(rep.sparse_xyz, ref.sparse_xyz)
     assert torch.equal(rep.dense_from_sparse, ref.dense_from_sparse)
+
+
+def test_partner_landing_undoes_the_mirror_twin(run_dir):
+    """A bottle's keypoints are planar and its descriptors mirror-symmetric, so a fit can be
+    the twin of the truth (every keypoint where its partner is). Eq. 14 lands a keypoint seen in
+    the target on the partner that faces the camera, so both fits land on the same places."""
+    import dataclasses
+    import math
+
+    from semalign3d.align.optimize import Alignment
+    from semalign3d.data.flips import partner_positions
+    from semalign3d.experiment import target_landing, transfer_pair
+    from semalign3d.models.base import DescriptorMap, FeatureGrid
+    from semalign3d.prior.representation import ClassRepresentation
+
+    rep = ClassRepresentation.load(RunDir(run_dir).prior(CAT))
+    partner = partner_positions(CAT, rep.keypoint_ids)
+    k = rep.sparse_xyz.shape[0]
+    left = torch.tensor([int(partner[i]) > i for i in range(k)])  # first of each pair
+    assert left.sum() == k // 2 and bool((partner[partner] == torch.arange(k)).all())
+    d = torch.float64
+    # planar and exactly mirror-symmetric (x -> -x); left keypoints are seen from +x, right
+    # ones from -x, both a little from the front (+z)
+    height = torch.arange(k, dtype=d) // 2 * 0.05
+    xyz = torch.stack([torch.where(left, 0.1, -0.1).to(d), height, torch.zeros(k, dtype=d)], -1)
+    facing = torch.stack([torch.where(left, 0.6, -0.6).to(d), torch.zeros(k, dtype=d),
+                          torch.full((k,), 0.3, dtype=d)], -1)
+    rep = dataclasses.replace(rep, sparse_xyz=xyz.to(rep.sparse_xyz.dtype),
+                              sparse_facing=facing.to(rep.sparse_xyz.dtype))
+    # the camera looks from between +x and +z: left keypoints face it, right ones do not
+    view = torch.tensor([1.0, 0.0, 1.0], dtype=d) / math.sqrt(2)
+    c = math.sqrt(0.5)
+    rot = torch.tensor([[-c, 0, c], [0, 1, 0], [-c, 0, -c]], dtype=d)  # 135 degrees about y
+    torch.testing.assert_close(rot @ view, torch.tensor([0.0, 0.0, -1.0], dtype=d))
+    truth = xyz @ rot.T + torch.tensor([0.0, 0.0, 3.0], dtype=d)
+
+    def fit(kp):
+        return Alignment("x", 100, 100, kp, 2.0, torch.zeros(k, 2, dtype=d), torch.zeros(1))
+
+    cfg = AlignConfig()
+    land_true = target_landing(rep, fit(truth), cfg)
+    land_twin = target_landing(rep, fit(truth[partner]), cfg)
+    assert bool(left[land_true].all())  # every keypoint lands on a camera-facing one
+    torch.testing.assert_close(truth[land_true][left], truth[left])
+    torch.testing.assert_close(truth[partner][land_twin], truth[land_true])
+    # through Eq. 14: a twin target gives the true target's answers, unless the landing is off
+    uv = 500 * truth[:, :2] / truth[:, 2:] + 50  # a 100 x 100 image seen at f = 500 px
+    true_fit, twin_fit = (Alignment("x", 100, 100, kp, 5.0, p, torch.zeros(1))
+                          for kp, p in ((truth, uv), (truth[partner], uv[partner])))
+    # descriptors alike everywhere (the calibrated p_sem is 1): only the geometry decides
+    c = rep.sparse_features.shape[1]
+    unit = torch.nn.functional.normalize(torch.ones(c), dim=0)
+    rep = dataclasses.replace(rep, sparse_features=unit.expand(k, c).to(rep.sparse_features))
+    src = trg = DescriptorMap(unit[:, None, None].expand(c, 20, 20).clone(),
+                              FeatureGrid(100, 100, 20, 20))
+    cfg = replace(cfg, sigma_sparse_inference=0.02)
+    want, used, landed = transfer_pair(rep, src, trg, true_fit, true_fit, uv, cfg)
+    got, used_twin, landed_twin = transfer_pair(rep, src, trg, true_fit, twin_fit, uv, cfg)
+    torch.testing.assert_close(got, want)
+    assert used.tolist() == used_twin.tolist() == list(range(k))
+    assert landed.tolist() == land_true.tolist()
+    assert landed_twin.tolist() == land_twin.tolist()
+    off = replace(cfg, partner_swap=False)
+    assert not torch.equal(transfer_pair(rep, src, trg, true_fit, twin_fit, uv, off)[0], want)
+    # off: the identity; on without facing vectors: a clear error
+    assert target_landing(rep, fit(truth), replace(cfg, partner_swap=False)).tolist() == \
+        list(range(k))
+    bare = dataclasses.replace(rep, sparse_facing=torch.zeros(0, 3, dtype=rep.sparse_xyz.dtype))
+    with pytest.raises(ValueError, match="partner_swap"):
+        target_landing(bare, fit(truth), cfg)

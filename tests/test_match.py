@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from semalign3d.match import nn_match, readout, transfer
+from semalign3d.match import nn_match, partner_redirect, readout, transfer
 from semalign3d.models.base import DescriptorMap, FeatureGrid
 
 GRID = FeatureGrid(40, 40, 4, 4)  # 10 px cells, centres at 5, 15, 25, 35
@@ -106,3 +106,28 @@ def test_readout_ignores_padding_cells():
     scores[0, 0, 0] = 5.0  # a padding cell
     scores[0, 1, 3] = 1.0
     assert readout(scores, grid).tolist() == [[35.0, 5.0]]
+
+
+def test_partner_redirect_exact_and_boundary():
+    # binary-exact values, so the tie at the margin is exact
+    cos = torch.tensor([0.5, -0.25, 0.125, 0.25, 0.75], dtype=torch.float64)
+    partner = torch.tensor([1, 0, 2, 4, 3])  # 2 has no partner
+    # 1: its partner leads by 0.75 > 0.5; 0 and 4 lead themselves; 3 trails 4 by exactly 0.5
+    assert partner_redirect(cos, partner, 0.5).tolist() == [0, 0, 2, 3, 4]
+    assert partner_redirect(cos, partner, 0.375).tolist() == [0, 0, 2, 4, 4]
+    assert partner_redirect(cos, partner, 0.0).tolist() == [0, 0, 2, 4, 4]
+    assert partner_redirect(cos, partner, 0.75).tolist() == [0, 1, 2, 3, 4]  # a tie stays
+    # the mirror twin (keypoint k where partner[k] is: cosines permuted) lands every keypoint
+    # on the same place as the true fit when every pair is decided (|difference| > margin)
+    red = partner_redirect(cos, partner, 0.2)
+    red_twin = partner_redirect(cos[partner], partner, 0.2)
+    assert partner[red_twin].tolist() == red.tolist()
+
+
+def test_partner_redirect_empty_and_bad_shapes():
+    empty = torch.zeros(0, dtype=torch.long)
+    assert partner_redirect(torch.zeros(0), empty, 0.4).shape == (0,)
+    with pytest.raises(ValueError, match=r"\[K\]"):
+        partner_redirect(torch.zeros(3), torch.arange(2), 0.4)
+    with pytest.raises(ValueError, match="margin"):
+        partner_redirect(torch.zeros(2), torch.tensor([1, 0]), -0.1)

@@ -40,6 +40,34 @@ def log_visibility(points: torch.Tensor, proj: torch.Tensor, radius: float) -> t
 
 
 @torch.no_grad()
+def facing_cosine(
+    points: torch.Tensor,
+    keypoints: torch.Tensor,
+    canonical_keypoints: torch.Tensor,
+    facing: torch.Tensor,
+) -> torch.Tensor:
+    """``<R m_n, -p_n / |p_n|>``: how far each point's canonical facing vector turns towards the
+    camera in a pose.
+
+    ``R`` is the rotation of the best similarity from the canonical keypoints onto the current
+    ones, ``m_n`` the point's canonical facing vector and ``-p_n / |p_n|`` the direction from
+    the point to the camera.
+
+    Args:
+        points: ``[... x N x 3]`` camera-frame points.
+        keypoints: ``[... x K x 3]`` camera-frame keypoints; canonical_keypoints: ``[K x 3]``.
+        facing: ``[N x 3]`` canonical facing vectors (length <= 1).
+    Returns:
+        ``[... x N]`` cosines scaled by ``|m_n|`` (in [-1, 1]).
+    """
+    src = canonical_keypoints.to(keypoints).expand_as(keypoints)
+    _, rot, _ = similarity_fit(src, keypoints)  # [... x 3 x 3]
+    m = facing.to(points) @ rot.transpose(-1, -2)  # [... x N x 3]
+    to_cam = -points / points.norm(dim=-1, keepdim=True).clamp_min(1e-9)
+    return (m * to_cam).sum(-1)
+
+
+@torch.no_grad()
 def log_facing(
     points: torch.Tensor,
     keypoints: torch.Tensor,
@@ -47,12 +75,9 @@ def log_facing(
     facing: torch.Tensor,
     tau: float,
 ) -> torch.Tensor:
-    """``log f_n = max(-20, min(0, <R m_n, -p_n / |p_n|>) / tau)``.
-
-    ``R`` is the rotation of the best similarity from the canonical keypoints onto the current
-    ones, ``m_n`` the point's canonical facing vector and ``-p_n / |p_n|`` the direction from
-    the point to the camera: a point seen from the side it was trained on costs nothing, a
-    consistently one-sided point (``|m_n|`` near 1) seen from behind costs ``|m_n| / tau``.
+    """``log f_n = max(-20, min(0, cos_n) / tau)`` with ``cos_n`` of :func:`facing_cosine`: a
+    point seen from the side it was trained on costs nothing, a consistently one-sided point
+    (``|m_n|`` near 1) seen from behind costs ``|m_n| / tau``.
 
     Args:
         points: ``[I x H x N x 3]`` camera-frame dense points.
@@ -62,9 +87,5 @@ def log_facing(
     Returns:
         ``[I x H x N]`` log-weights in [-20, 0].
     """
-    src = canonical_keypoints.to(keypoints).expand_as(keypoints)
-    _, rot, _ = similarity_fit(src, keypoints)  # [I x H x 3 x 3]
-    m = facing.to(points) @ rot.transpose(-1, -2)  # [I x H x N x 3]
-    to_cam = -points / points.norm(dim=-1, keepdim=True).clamp_min(1e-9)
-    cos = (m * to_cam).sum(-1)
+    cos = facing_cosine(points, keypoints, canonical_keypoints, facing)
     return (cos.clamp_max(0) / tau).clamp_min(-20.0)

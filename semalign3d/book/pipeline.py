@@ -3,11 +3,11 @@ alignment with a recorded trajectory, Eq. 14 keypoint transfer and a small pair 
 
 Chapters orchestrate and plot; everything here calls the pipeline's own APIs
 (``prior.build``, ``align.*``, ``match``, ``evaluate``). Where the pipeline offers a function
-(``semalign3d.match.transfer`` for Eq. 14, ``semalign3d.experiment.predict_pair``) it is
-used. What is added: prior presets sized for a CPU, a representation cache keyed by dataset and
-configuration, batched alignment of several images with a recorded parameter trajectory (the
-pipeline's ``align`` returns only the final state), reprojection errors against annotations,
-and an overlay figure of an aligned model.
+(``semalign3d.experiment.predict_pair`` for Eq. 14 and the baseline) it is used. What is added:
+prior presets sized for a CPU, a representation cache keyed by dataset and configuration,
+batched alignment of several images with a recorded parameter trajectory (the pipeline's
+``align`` returns only the final state), reprojection errors against annotations, and an
+overlay figure of an aligned model.
 """
 
 from __future__ import annotations
@@ -245,30 +245,6 @@ def trajectory_errors(traj: Trajectory, image: int, hypothesis: int, rep: ClassR
         e = e[~torch.isnan(e)]
         out.append(float(e.median()) / record.bbox_size)
     return torch.tensor(out)
-
-
-# --------------------------------------------------------------------------- Eq. 14
-
-
-def transfer(
-    rep: ClassRepresentation,
-    src: DescriptorMap,
-    trg: DescriptorMap,
-    src_alignment,
-    trg_alignment,
-    src_kps: torch.Tensor,
-    cfg: AlignConfig,
-) -> torch.Tensor:
-    """Eq. 14 (``semalign3d.match.transfer`` through ``cfg.match_points``): query -> most likely
-    model point in the source alignment -> most likely target cell. ``[N x 2]`` pixels."""
-    from semalign3d.experiment import model_points
-    from semalign3d.match import transfer as eq14
-
-    ps, feats, mean, std = model_points(rep, src_alignment, cfg.match_points)
-    pt, *_ = model_points(rep, trg_alignment, cfg.match_points)
-    pred, _ = eq14(src, trg, src_kps, ps, pt, feats, mean, std, cfg.sigma_sparse_inference,
-                   cfg.p_sem, cfg.sigma_sem, cfg.soft_argmax_window, cfg.soft_argmax_temperature)
-    return pred
 
 
 # --------------------------------------------------------------------------- evaluation

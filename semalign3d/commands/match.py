@@ -71,9 +71,8 @@ def run(args: argparse.Namespace) -> int:
     from semalign3d.config import Config, load_yaml, replace, scale_schedules
     from semalign3d.data.records import DataError
     from semalign3d.data.spair import load_rgb
-    from semalign3d.experiment import model_points
+    from semalign3d.experiment import transfer_pair
     from semalign3d.io import atomic_write, write_json
-    from semalign3d.match import transfer
     from semalign3d.models import build_encoder
     from semalign3d.models.runtime import resolve_device
     from semalign3d.prior.representation import ClassRepresentation
@@ -109,16 +108,13 @@ def run(args: argparse.Namespace) -> int:
         q = q.reshape(-1, 2)
     else:
         q = a1.keypoints_2d.clone()
-    ps, feats, mean, std = model_points(rep, a1, cfg.match_points)
-    pt, *_ = model_points(rep, a2, cfg.match_points)
-    pred, used = transfer(descs[0], descs[1], q, ps, pt, feats, mean, std,
-                          cfg.sigma_sparse_inference, cfg.p_sem, cfg.sigma_sem,
-                          cfg.soft_argmax_window, cfg.soft_argmax_temperature)
+    pred, used, landed = transfer_pair(rep, descs[0], descs[1], a1, a2, q, cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "matches.json", {
         "image1": str(args.image1), "image2": str(args.image2), "category": args.category,
         "queries": q.tolist(), "matches": pred.double().tolist(),
-        "model_point": used.tolist(), "match_points": cfg.match_points,
+        "model_point": used.tolist(), "landed_on": landed.tolist(),
+        "match_points": cfg.match_points, "partner_swap": cfg.partner_swap,
         "alignments": [a1.to_dict(), a2.to_dict()],
     })
     imgs = [load_rgb(r) for r in records]
