@@ -329,7 +329,7 @@ class AlignConfig:
     depth_order_form: Literal["correlation", "hinge"] = "correlation"  # [R] hinge: max(0, -corr)
     visibility_radius: float = 0.02  # [R] >0: soft z-buffer (normalised units); 0 = off
     facing_tau: float = 0.1  # [R] >0: dense points seen from behind explain less (0 = off)
-    keypoint_facing: bool = False  # [R] facing_tau also hides keypoints seen from behind
+    keypoint_facing: bool = True  # [R] facing_tau also hides keypoints seen from behind
     w_chirality: float = 1.0  # [R] weight of L_chiral, the mirror-twin breaker (align/chirality.py)
     chirality_min_cos: float = 0.3  # [R] |E[cos_z]| a triangle+apex relation needs for L_chiral
     chirality_tau: float = 0.05  # [R] softness of L_chiral's wrong-side penalty (cosine units)
@@ -359,7 +359,7 @@ class AlignConfig:
     soft_argmax_window: int = 0  # [C] 0 = off; GeoAware uses 7
     soft_argmax_temperature: float = 0.02  # [C]
     partner_swap: bool = True  # [R] Eq. 14 may land on a keypoint's mirror partner (sparse only)
-    partner_margin: float = 0.4  # [R] facing-cosine lead the partner needs (match.partner_redirect)
+    partner_margin: float = 0.3  # [R] facing-cosine lead the partner needs (match.partner_redirect)
     compile: bool = False  # torch.compile the energy (GPU; ~1 min per batch shape)
     device: str = "auto"  # where images are aligned: auto (a GPU if present) | cpu | cuda | cuda:N
     images_per_batch: int = 0  # images aligned as one tensor program; 0 = 1 on CPU, 32 on a GPU

@@ -93,7 +93,8 @@ def prepare_model(rep: ClassRepresentation, cfg: AlignConfig) -> AlignModel:
     # an option the file cannot serve would silently measure the baseline under another name
     if cfg.keypoint_facing and cfg.facing_tau > 0 and rep.sparse_facing.shape[0] == 0:
         raise ValueError(f"align.keypoint_facing: the representation of '{rep.category}' has no "
-                         "keypoint facing vectors; rebuild it with 'semalign3d prior build'")
+                         "keypoint facing vectors; rebuild it with 'semalign3d prior build' "
+                         "or set align.keypoint_facing: false")
     if cfg.foreground_prototypes and rep.object_features.shape[0] == 0:
         raise ValueError(f"align.foreground_prototypes: the representation of '{rep.category}' "
                          "has no object prototypes; rebuild it with prior.object_prototypes > 0")
