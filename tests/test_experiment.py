@@ -87,8 +87,8 @@ def test_end_to_end_resume_equality(dataset, run_dir, monkeypatch):
 
 def test_images_aligned_together_equal_one_at_a_time(dataset, run_dir, tmp_path, monkeypatch):
     # the energies of a batch separate over images: aligning 3 + 1 images at once gives each
-    # what it gets alone, up to float rounding (batched SVDs of the facing rotations: at most
-    # 2e-4 px seen here after 40 steps)
+    # what it gets alone, up to float rounding (exactly 0 without keypoint_facing, at most
+    # 2e-4 px with it after 40 steps; where the batch changes the rounding is not pinned down)
     import shutil
 
     _evaluate(dataset, run_dir, monkeypatch)  # cached when another test ran it

@@ -106,7 +106,7 @@ def toy_representation(
         # a face seen from its outside half-space: the mean view direction is along its normal
         dense_facing=(0.6 * (unit.abs() == 1).to(dtype) * unit.sign()).to(dtype),
         prior=prior.to(dtype=dtype),
-        # a corner is seen from the cameras of its octant: outwards along its diagonal
+        # outwards along the corner's diagonal (the length is chosen, not derived)
         sparse_facing=(0.5 * F.normalize(corners, dim=-1)).to(dtype),
     )
     return rep, field_
