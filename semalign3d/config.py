@@ -409,8 +409,14 @@ SIGMA_SPARSE_INFERENCE: dict[str, float] = {
 
 
 def table5(category: str, base: AlignConfig | None = None) -> AlignConfig:
-    """Table 5 alignment settings for ``category`` (bottle has its own schedules)."""
+    """Table 5 alignment settings for ``category`` over ``base`` (bottle has its own schedules).
+
+    A field that ``base`` has changed from :class:`AlignConfig`'s default (in a config file, an
+    ablation variant, a book slider) keeps its value: Table 5 only fills in what was left at the
+    default, so no setting a user gave is silently replaced.
+    """
     cfg = base or AlignConfig()
+    default = AlignConfig()
     changes: dict[str, Any] = {
         "sigma_sparse_inference": SIGMA_SPARSE_INFERENCE.get(category, 1.0),
     }
@@ -420,7 +426,8 @@ def table5(category: str, base: AlignConfig | None = None) -> AlignConfig:
             w_sparse=Schedule((0, 500, 700, 1000), (0.0, 0.0, 1.0, 10.0)),
             w_background=Schedule((0, 700, 900, 1000), (0.0, 0.0, 1.0, 20.0)),
         )
-    return dataclasses.replace(cfg, **changes)
+    kept = {k: v for k, v in changes.items() if getattr(cfg, k) == getattr(default, k)}
+    return dataclasses.replace(cfg, **kept)
 
 
 def scale_schedules(cfg: AlignConfig, n_steps: int) -> AlignConfig:

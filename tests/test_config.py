@@ -38,6 +38,19 @@ def test_table5_other_and_bottle_schedules():
     assert other.lr == 5e-3 and other.n_steps == 1000
 
 
+def test_table5_keeps_what_the_config_set():
+    """Table 5 fills in defaults only: a value the user changed survives for every category."""
+    mine = replace(AlignConfig(), sigma_sparse_inference=0.5,
+                   w_background=Schedule.constant(0.0))
+    for c in ("chair", "bottle", "dog"):
+        cfg = table5(c, mine)
+        assert cfg.sigma_sparse_inference == 0.5 and cfg.w_background(950) == 0.0
+    bottle = table5("bottle", mine)
+    assert bottle.w_sparse(850) == pytest.approx(5.5)  # left at the default: bottle's schedule
+    assert table5("bottle", replace(AlignConfig(), lr=1e-3)).w_background(950) == \
+        pytest.approx(10.5)
+
+
 def test_sigma_sparse_inference_per_category():
     assert table5("chair").sigma_sparse_inference == 0.01
     assert table5("tvmonitor").sigma_sparse_inference == 0.01

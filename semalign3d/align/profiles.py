@@ -43,5 +43,6 @@ def apply_profile(cfg: AlignConfig, profile: str) -> AlignConfig:
 
 
 def category_config(category: str, base: AlignConfig, profile: str) -> AlignConfig:
-    """Table 5's values for ``category`` over ``base``, then the run-size ``profile``."""
+    """Table 5's values for ``category`` over ``base`` (where ``base`` kept the defaults: a
+    configured value wins, :func:`semalign3d.config.table5`), then the run-size ``profile``."""
     return apply_profile(table5(category, base), profile)
