@@ -411,9 +411,9 @@ SIGMA_SPARSE_INFERENCE: dict[str, float] = {
 def table5(category: str, base: AlignConfig | None = None) -> AlignConfig:
     """Table 5 alignment settings for ``category`` over ``base`` (bottle has its own schedules).
 
-    A field that ``base`` has changed from :class:`AlignConfig`'s default (in a config file, an
-    ablation variant, a book slider) keeps its value: Table 5 only fills in what was left at the
-    default, so no setting a user gave is silently replaced.
+    A field that ``base`` has changed from :class:`AlignConfig`'s default (in a config file or
+    an ablation variant) keeps its value: Table 5 only fills in what was left at the default,
+    so no setting a user gave is silently replaced.
     """
     cfg = base or AlignConfig()
     default = AlignConfig()
