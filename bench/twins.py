@@ -28,10 +28,9 @@ import numpy as np
 import torch
 
 from semalign3d.align.optimize import Alignment
-from semalign3d.align.visibility import facing_cosine
 from semalign3d.data.flips import partner_positions
 from semalign3d.data.spair import SPairDataset
-from semalign3d.experiment import RunDir, alignment_scores
+from semalign3d.experiment import RunDir, alignment_scores, keypoint_facing_cosine
 from semalign3d.prior.representation import ClassRepresentation
 
 
@@ -53,7 +52,7 @@ def facing_split(root: Path, rep: ClassRepresentation, alignments: dict[str, Ali
     out: dict[str, list[int]] = {"correct": [0, 0], "twin": [0, 0]}
 
     def count(key: str, kp: torch.Tensor, shown: torch.Tensor) -> None:
-        cos = facing_cosine(kp, kp, rep.sparse_xyz.double(), rep.sparse_facing.double())
+        cos = keypoint_facing_cosine(rep, kp)
         for k in range(kp.shape[0]):
             j = int(partner[k])
             if j != k and shown[k] and not shown[j]:
@@ -63,11 +62,11 @@ def facing_split(root: Path, rep: ClassRepresentation, alignments: dict[str, Ali
     for name, a in alignments.items():
         shown = ~torch.isnan(ds.image(rep.category, name).keypoints[rep.keypoint_ids][:, 0])
         twin = scores[name].pck_mirrored > scores[name].pck
-        count("twin" if twin else "correct", a.keypoints.double(), shown)
+        count("twin" if twin else "correct", a.keypoints, shown)
         truth = root / "Synthetic" / rep.category / f"{name}.npz"
         if truth.is_file():
             cam = torch.from_numpy(np.load(truth)["keypoints_camera"])
-            count("truth", cam[rep.keypoint_ids].double(), shown)
+            count("truth", cam[rep.keypoint_ids], shown)
     return {key: (n, ok) for key, (n, ok) in out.items()}
 
 

@@ -279,6 +279,13 @@ def model_points(
     raise ValueError(f"unknown match_points {kind!r}; expected 'sparse' or 'dense'")
 
 
+def keypoint_facing_cosine(rep: ClassRepresentation, keypoints: torch.Tensor) -> torch.Tensor:
+    """``[K]`` facing cosines (:func:`semalign3d.align.visibility.facing_cosine`) of camera-frame
+    keypoints ``[K x 3]`` posed like the representation's, in float64."""
+    kp = keypoints.double()
+    return facing_cosine(kp, kp, rep.sparse_xyz.double(), rep.sparse_facing.double())
+
+
 def target_landing(rep: ClassRepresentation, a: Alignment, cfg: AlignConfig) -> torch.Tensor:
     """``[K]`` long: the keypoint of alignment ``a`` on whose projection Eq. 14 lands for each
     model keypoint (:func:`semalign3d.match.partner_redirect`; the identity when
@@ -294,10 +301,8 @@ def target_landing(rep: ClassRepresentation, a: Alignment, cfg: AlignConfig) -> 
         raise ValueError(f"align.partner_swap: the representation of '{rep.category}' has no "
                          "keypoint facing vectors; rebuild it with 'semalign3d prior build' or "
                          "set align.partner_swap: false")
-    kp = a.keypoints.double()
-    cos = facing_cosine(kp, kp, rep.sparse_xyz.double(), rep.sparse_facing.double())
-    return partner_redirect(cos, partner_positions(rep.category, rep.keypoint_ids),
-                            cfg.partner_margin)
+    return partner_redirect(keypoint_facing_cosine(rep, a.keypoints),
+                            partner_positions(rep.category, rep.keypoint_ids), cfg.partner_margin)
 
 
 def transfer_pair(
