@@ -579,6 +579,22 @@ def test_log_facing_exact_and_seen_from_behind():
     assert log_facing(pts, kps, canon, facing, 0.001).min() == -20
 
 
+def test_compiled_alignment_matches_eager(toy):
+    """``align.compile`` on the CPU, with every relation of the toy's keypoints (so what gets
+    compiled is the relation grids of semalign3d.prior.relations), ends where the eager loop
+    ends."""
+    rep, field, view = toy
+    cfg = replace(scale_schedules(cube_starts(AlignConfig(), 2), 6), max_dense_points=60,
+                  max_geom_relations=0)
+    model, batch = _batch(rep, view, cfg)
+    assert model.prior.edges.grid and model.prior.tets.grid
+    eager = align(batch, model, cfg)[0]
+    compiled = align(batch, model, replace(cfg, compile=True))[0]
+    torch.testing.assert_close(compiled.final_energies, eager.final_energies, rtol=1e-4,
+                               atol=1e-4)
+    torch.testing.assert_close(compiled.keypoints, eager.keypoints, rtol=0, atol=1e-4)
+
+
 def test_pruning_continues_the_kept_hypotheses_exactly(toy):
     """Pruning only drops columns: every kept hypothesis ends exactly where it ends unpruned
     (its AdamW moments are carried over), the pruned ones report inf, and the choice is the
@@ -592,7 +608,17 @@ def test_pruning_continues_the_kept_hypotheses_exactly(toy):
     targets = [make_target(n, DescriptorMap(v.descriptors.features.to(D), v.descriptors.grid),
                            model, base, mask=v.mask) for n, v in (("a", view), ("b", other))]
     batch = stack_targets(targets, model, base)
-    full = align(batch, model, base)
+    at_prune = {}
+
+    def before_prune(t, values, k, f):  # the parameters whose energy decides the pruning
+        if t == 19:
+            at_prune["energy"] = total_energy(
+                energy_terms(k.detach(), 1.0 / f.detach().abs(), batch, model,
+                             values["sigma_dense"], values["sigma_sparse"], base),
+                torch.tensor([values[n] for n in SCHEDULES[2:]], dtype=D),
+            )
+
+    full = align(batch, model, base, on_step=before_prune)
     seen = {}
 
     def record(t, values, k, f):
@@ -610,11 +636,9 @@ def test_pruning_continues_the_kept_hypotheses_exactly(toy):
         # pruned hypotheses round-trip through JSON as null
         back = Alignment.from_dict(json.loads(json.dumps(p.to_dict(), allow_nan=False)))
         assert torch.equal(back.final_energies, p.final_energies)
-    # the two kept are the two lowest of the unpruned runs at the pruning step: rerun the first
-    # 20 steps unpruned and compare
-    head = align(batch, model, replace(base, n_steps=20))
-    for p, h in zip(pruned, head, strict=True):
-        lowest = set(h.final_energies.argsort()[:2].tolist())
+    # the two kept are the two lowest of the unpruned run at the step before the pruning
+    for p, e in zip(pruned, at_prune["energy"], strict=True):
+        lowest = set(e.argsort()[:2].tolist())
         assert lowest == set(torch.isfinite(p.final_energies).nonzero().flatten().tolist())
     with pytest.raises(ValueError, match="prune_keep"):
         align(batch, model, replace(cfg, prune_keep=0))

@@ -93,38 +93,74 @@ def test_tet_features_flip_z_under_reflection():
     torch.testing.assert_close((ce, re), (cm, rm))
 
 
-def test_relation_features_gradcheck():
+@pytest.mark.parametrize("grid", [False, True])
+def test_relation_features_gradcheck(grid):
     pts = _shape(4).requires_grad_(True)
-    ei, ti = edge_pair_index(4), tet_index(4)
+    ei, ti = EdgePairs.of(edge_pair_index(4), grid), Tets.of(tet_index(4), grid)
     assert torch.autograd.gradcheck(lambda p: edge_pair_features(p[None], ei), (pts,))
     assert torch.autograd.gradcheck(lambda p: tet_features(p[None], ti), (pts,))
 
 
-def test_factored_relations_equal_a_per_relation_loop():
+@pytest.mark.parametrize("grid", [False, True])
+def test_relation_features_equal_a_per_relation_loop(grid):
     # a random subset (not every edge or triangle is shared) against the definitions, one
     # relation at a time
     pts = _shape(7, seed=3)
     g = torch.Generator().manual_seed(0)
     ei = edge_pair_index(7)[torch.randperm(210, generator=g)[:40]]
     ti = tet_index(7)[torch.randperm(140, generator=g)[:40]]
-    f = EdgePairs.of(ei)
+    f = EdgePairs.of(ei, grid)
     assert torch.equal(f.ends[f.pairs].reshape(-1, 4), ei)  # the factoring loses nothing
     assert len(f.ends) < 2 * len(ei)  # and shares edges
     cos, ratio = edge_pair_features(pts[None], f)
+    unit = lambda w: w / (w.norm() + 1e-6)  # noqa: E731  (the features' stabiliser)
     for r, (i, j, k, m) in enumerate(ei.tolist()):
         e1, e2 = pts[i] - pts[j], pts[k] - pts[m]
-        torch.testing.assert_close(cos[0, r], e1 @ e2 / (e1.norm() * e2.norm() + 1e-6))
+        torch.testing.assert_close(cos[0, r], unit(e1) @ unit(e2))
         torch.testing.assert_close(ratio[0, r], e1.norm() / (e1.norm() + e2.norm() + 1e-6))
-    t = Tets.of(ti)
-    assert torch.equal(torch.cat([t.tris[t.pairs[:, 0]], t.apex[t.pairs[:, 1], 1:]], 1), ti)
-    feats = tet_features(pts[None], t)
-    unit = lambda w: w / (w.norm() + 1e-6)  # noqa: E731  (the features' stabiliser)
+    feats = tet_features(pts[None], Tets.of(ti, grid))
     for r, (t0, t1, t2, v) in enumerate(ti.tolist()):
         x = unit(pts[t1] - pts[t0])
         z = unit(torch.linalg.cross(pts[t1] - pts[t0], pts[t2] - pts[t0]))
         d = unit(pts[v] - pts[t0])
         expect = torch.stack([d @ x, d @ torch.linalg.cross(z, x), d @ z])
-        torch.testing.assert_close(feats[0, r], expect)
+        # the features divide by |x x norm(t2 - t0)| + 1e-6 where the frame normalises z
+        torch.testing.assert_close(feats[0, r], expect, atol=1e-5, rtol=0)
+
+
+def test_relation_grids_equal_gathers_and_are_chosen_when_dense():
+    pts = _shape(25, seed=4)[None].expand(2, 25, 3).clone().requires_grad_(True)
+    ei, ti = edge_pair_index(25), tet_index(25)
+    g = torch.Generator().manual_seed(1)
+    sub_e, sub_t = (x[torch.randperm(len(x), generator=g)[:2000]] for x in (ei, ti))
+    # every relation of 25 keypoints fills the grids densely, the CPU profile's 2000 do not
+    assert EdgePairs.of(ei).grid and Tets.of(ti).grid
+    assert not EdgePairs.of(sub_e).grid and not Tets.of(sub_t).grid
+    for e_idx, t_idx in ((ei, ti), (sub_e, sub_t)):
+        out = {}
+        for grid in (False, True):
+            feats = (
+                *edge_pair_features(pts, EdgePairs.of(e_idx, grid)),
+                tet_features(pts, Tets.of(t_idx, grid)),
+            )
+            weights = [torch.linspace(-1, 1, f.numel(), dtype=D).reshape(f.shape) for f in feats]
+            loss = sum((w * f).sum() for w, f in zip(weights, feats, strict=True))
+            out[grid] = (*feats, torch.autograd.grad(loss, pts)[0])
+        for a, b in zip(out[False], out[True], strict=True):
+            torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_relation_grids_confine_nan_points():
+    # the representation's statistics evaluate samples whose unseen keypoints are NaN
+    pts = _shape(6, seed=5)[None].clone()
+    pts[0, 2] = float("nan")
+    ei, ti = edge_pair_index(6), tet_index(6)
+    cos, ratio = edge_pair_features(pts, EdgePairs.of(ei, grid=True))
+    tets = tet_features(pts, Tets.of(ti, grid=True))
+    x_uses = ti[:, [0, 1, 3]]  # the x-cosine does not depend on t2
+    for idx, feats in ((ei, cos), (ei, ratio), (x_uses, tets[..., 0]), (ti, tets[..., 2])):
+        involved = (idx == 2).any(1)
+        assert feats[0, involved].isnan().all() and feats[0, ~involved].isfinite().all()
 
 
 def test_relations_of_no_relations_are_empty():
@@ -396,10 +432,12 @@ def test_build_dense_facing_weight_splits_the_two_sides_of_a_sheet():
     up = torch.tensor([0.0, 0.0, 1.0], dtype=D)
     dirs = torch.cat([up.expand(400, 3), -up.expand(400, 3)])
     feats = torch.eye(2, dtype=torch.float32).repeat_interleave(400, 0)
-    cube = torch.tensor([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)],
-                        dtype=D)
-    kw = dict(n_clusters=8, kmeans_iters=10, feature_neighbors=50, density_threshold=0.0,
-              directions=dirs)
+    cube = torch.tensor(
+        [[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)], dtype=D
+    )
+    kw = dict(
+        n_clusters=8, kmeans_iters=10, feature_neighbors=50, density_threshold=0.0, directions=dirs
+    )
     mixed = build_dense(pts, feats, cube, **kw)
     split = build_dense(pts, feats, cube, facing_weight=2.0, **kw)
     inner = slice(0, -8)  # the last 8 centres are the keypoint anchors
@@ -422,8 +460,9 @@ def test_object_prototypes_exact():
     order = psi[:, 2].argsort()  # the x-y group first
     psi, mean, std = psi[order], mean[order], std[order]
     c = math.cos(math.pi / 8)  # the group mean bisects 0 and 45 degrees
-    torch.testing.assert_close(psi, torch.tensor([[c, math.sin(math.pi / 8), 0.0],
-                                                  [0.0, 0.0, 1.0]]))
+    torch.testing.assert_close(
+        psi, torch.tensor([[c, math.sin(math.pi / 8), 0.0], [0.0, 0.0, 1.0]])
+    )
     torch.testing.assert_close(mean, torch.tensor([c, 1.0]))
     torch.testing.assert_close(std, torch.tensor([0.0, 0.0]), atol=1e-6, rtol=0)
     # more prototypes than descriptors: one per distinct descriptor, never an empty one
@@ -563,10 +602,13 @@ def test_representation_save_load_roundtrip(toy_rep, tmp_path):
     wrong = dataclasses.replace(rep, object_sim_mean=rep.object_sim_mean[:-1])
     with pytest.raises(RepresentationError, match="object_sim_mean"):
         wrong.validate()
-    none = dataclasses.replace(rep, object_features=rep.object_features[:0],
-                               object_sim_mean=rep.object_sim_mean[:0],
-                               object_sim_std=rep.object_sim_std[:0],
-                               sparse_facing=torch.zeros(0, 3))
+    none = dataclasses.replace(
+        rep,
+        object_features=rep.object_features[:0],
+        object_sim_mean=rep.object_sim_mean[:0],
+        object_sim_std=rep.object_sim_std[:0],
+        sparse_facing=torch.zeros(0, 3),
+    )
     none.validate()  # optional parts may be absent
     back_none = ClassRepresentation.load(none.save(tmp_path / "none.safetensors"))
     assert back_none.object_features.shape[0] == 0 and back_none.sparse_facing.shape == (0, 3)

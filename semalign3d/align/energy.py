@@ -34,7 +34,7 @@ SCHEDULES = ("sigma_dense", "sigma_sparse", "w_dense", "w_sparse", "w_geom", "w_
 
 @dataclass(frozen=True)
 class ScheduleTables:
-    """``[T x 8]`` values of :data:`SCHEDULES` at every step ``0 .. T-1``."""
+    """``[T x len(SCHEDULES)]`` values of :data:`SCHEDULES` at every step ``0 .. T-1``."""
 
     values: torch.Tensor
 

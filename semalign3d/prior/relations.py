@@ -42,29 +42,46 @@ def tet_index(k: int) -> torch.Tensor:
     return torch.stack(rolls, 1).reshape(-1, 4)
 
 
+# A family is evaluated on dense grids (all edge pairs; all (t0, i, j, v) quadruples) and its
+# relations read off them once it fills at least this share of the grid. The grids' backward is
+# matrix products and axis sums, where per-relation gathers scatter gradients back into a few
+# heavily shared rows (serialised atomic adds on a GPU). The switches are the crossovers measured
+# on the CPU (bench/relations.py, 25 keypoints): all 44850 edge pairs (share 0.50) and all 50600
+# tets (0.13) run 2-5x faster on the grids, a 2000-relation subsample 5-10x slower.
+_EDGE_GRID_SHARE = 0.2
+_TET_GRID_SHARE = 0.05
+
+
 @dataclass(frozen=True)
 class EdgePairs:
     """Edge-pair relations factored through their distinct edges.
 
     A relation's edge is shared by many relations (each of the 300 edges of 25 keypoints is in
-    299 pairs), so its vector is computed once per edge and then gathered. The gradient then
-    scatters into ``U`` edges and ``2 U`` endpoints, not into ``K`` points from ``4 E`` places:
-    on a GPU those few heavily shared targets serialised the atomic adds (a compiled alignment
-    step at 24 x 32 hypotheses took half the time once factored; bench/RESULTS.md).
+    299 pairs), so its vector is computed once per edge. A dense family (``grid``) reads its
+    cosines off the ``U x U`` Gram matrix of the edges' unit vectors and its ratios off the
+    ``U x U`` grid of norm ratios; a sparse one gathers both edges of every relation.
 
     Attributes:
         ends: ``[U x 2]`` long distinct edges ``(i, j)``.
         pairs: ``[E x 2]`` long rows of ``ends`` forming each relation.
+        cells: ``[E]`` long cell ``pairs[:, 0] * U + pairs[:, 1]`` of each relation in the grid.
+        grid: evaluate on the grid.
     """
 
     ends: torch.Tensor
     pairs: torch.Tensor
+    cells: torch.Tensor
+    grid: bool
 
     @classmethod
-    def of(cls, index: torch.Tensor) -> EdgePairs:
-        """Factor ``[E x 4]`` ``(i, j, k, l)`` relations."""
+    def of(cls, index: torch.Tensor, grid: bool | None = None) -> EdgePairs:
+        """Factor ``[E x 4]`` ``(i, j, k, l)`` relations; ``grid`` None decides by density."""
         ends, pos = _distinct_rows(torch.cat([index[:, :2], index[:, 2:]]))
-        return cls(ends, pos.reshape(2, -1).T.contiguous())
+        pairs = pos.reshape(2, -1).T.contiguous()
+        u = ends.shape[0]
+        if grid is None:
+            grid = pairs.shape[0] > 0 and pairs.shape[0] >= _EDGE_GRID_SHARE * u * u
+        return cls(ends, pairs, pairs[:, 0] * u + pairs[:, 1], grid)
 
     def __len__(self) -> int:
         return int(self.pairs.shape[0])
@@ -72,27 +89,51 @@ class EdgePairs:
 
 @dataclass(frozen=True)
 class Tets:
-    """Triangle+apex relations factored through their distinct triangles and apex directions.
+    """Triangle+apex relations, as index tensors into the grids of :func:`tet_features`.
+
+    Every cosine of a relation ``(t0, t1, t2, v)`` is a function of the unit directions ``a, b,
+    d`` from ``t0`` to ``t1, t2, v``: with ``s = |a x b|``, ``x.d = a.d``,
+    ``y.d = (b.d - (a.b)(a.d)) / s`` and ``z.d = (a x b).d / s``. A dense family (``grid``) reads
+    ``a.b``, ``a.d``, ``b.d``, ``s`` and ``(a x b).d`` off grids over all ``(t0, i, j[, v])``;
+    a sparse one gathers ``a``, ``b``, ``d`` per relation.
 
     Attributes:
-        tris: ``[R x 3]`` long distinct ordered triangles ``(t0, t1, t2)``.
-        apex: ``[A x 2]`` long distinct directions ``(t0, v)``.
-        pairs: ``[T x 2]`` long (row of ``tris``, row of ``apex``) of each relation.
+        index: ``[T x 4]`` long ``(t0, t1, t2, v)``.
+        size: the grids span points ``0 .. size - 1`` (the largest index + 1).
+        grid: evaluate on the grids.
+        pair_cells: ``[T x 3]`` long cells ``(t0, t1)``, ``(t0, t2)``, ``(t0, v)`` of a
+            ``size x size`` grid.
+        grid_cells: ``[T x 4]`` long cells ``(t0, t1, t2)``, ``(t0, t1, v)``, ``(t0, t2, v)`` of a
+            ``size^3`` grid and ``(t0, t1, t2, v)`` of a ``size^4`` grid.
     """
 
-    tris: torch.Tensor
-    apex: torch.Tensor
-    pairs: torch.Tensor
+    index: torch.Tensor
+    size: int
+    grid: bool
+    pair_cells: torch.Tensor
+    grid_cells: torch.Tensor
 
     @classmethod
-    def of(cls, index: torch.Tensor) -> Tets:
-        """Factor ``[T x 4]`` ``(t0, t1, t2, v)`` relations."""
-        tris, tpos = _distinct_rows(index[:, :3])
-        apex, apos = _distinct_rows(index[:, [0, 3]])
-        return cls(tris, apex, torch.stack([tpos, apos], 1))
+    def of(cls, index: torch.Tensor, grid: bool | None = None) -> Tets:
+        """Wrap ``[T x 4]`` ``(t0, t1, t2, v)`` relations; ``grid`` None decides by density."""
+        k = int(index.max()) + 1 if index.numel() else 0
+
+        def cells(*cols: int) -> torch.Tensor:  # row-major cell in a grid over the columns
+            out = torch.zeros_like(index[:, 0])
+            for c in cols:
+                out = out * k + index[:, c]
+            return out
+
+        pair_cells = torch.stack([cells(0, c) for c in (1, 2, 3)], 1)
+        grid_cells = torch.stack(
+            [cells(0, 1, 2), cells(0, 1, 3), cells(0, 2, 3), cells(0, 1, 2, 3)], 1
+        )
+        if grid is None:
+            grid = index.shape[0] > 0 and index.shape[0] >= _TET_GRID_SHARE * k**4
+        return cls(index, k, grid, pair_cells, grid_cells)
 
     def __len__(self) -> int:
-        return int(self.pairs.shape[0])
+        return int(self.index.shape[0])
 
 
 def _distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -106,6 +147,17 @@ def _pick(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     # index_select, not advanced indexing: its backward is an index_add, while indexing's is
     # a sorting index_put that took half of a GPU alignment step
     return x.index_select(1, rows)
+
+
+def _read(grid: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """``[B x N]`` grid, ``[M]`` long distinct cells -> ``[B x M]``."""
+    # gather, not index_select: the latter's index_add backward from a grid crashed torch
+    # 2.13's vectorised CPU inductor code (heap corruption) in the compiled alignment energy
+    return grid.gather(1, cells.expand(grid.shape[0], -1))
+
+
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a * b).sum(-1)
 
 
 def edge_pair_features(
@@ -122,12 +174,18 @@ def edge_pair_features(
     """
     f = index if isinstance(index, EdgePairs) else EdgePairs.of(index)
     e = _pick(points, f.ends[:, 0]) - _pick(points, f.ends[:, 1])  # [B x U x 3]
+    if f.grid:
+        n = e.norm(dim=-1)[..., None]  # [B x U x 1]
+        unit = e / (n + _EPS)
+        cos = (unit @ unit.transpose(1, 2)).flatten(1)
+        ratio = (n / (n + n.transpose(1, 2) + _EPS)).flatten(1)
+        return _read(cos, f.cells), _read(ratio, f.cells)
     e1, e2 = _pick(e, f.pairs[:, 0]), _pick(e, f.pairs[:, 1])
     # norms after the gather, not gathered per edge: the latter crashed torch 2.13's CPU
     # inductor (a fused backward corrupted the heap)
-    n1, n2 = e1.norm(dim=-1), e2.norm(dim=-1)
-    cos = (e1 * e2).sum(-1) / (n1 * n2 + _EPS)
-    ratio = n1 / (n1 + n2 + _EPS)
+    n1, n2 = e1.norm(dim=-1, keepdim=True), e2.norm(dim=-1, keepdim=True)
+    cos = _dot(e1 / (n1 + _EPS), e2 / (n2 + _EPS))
+    ratio = (n1 / (n1 + n2 + _EPS))[..., 0]
     return cos, ratio
 
 
@@ -136,20 +194,29 @@ def tet_features(points: torch.Tensor, index: torch.Tensor | Tets) -> torch.Tens
 
     Args:
         points: ``[B x K x 3]``.
-        index: ``[T x 4]`` long ``(t0, t1, t2, v)``, or the same relations factored
-            (:class:`Tets`).
+        index: ``[T x 4]`` long ``(t0, t1, t2, v)``, or the same relations wrapped
+            (:class:`Tets`, which decides between the grids and per-relation gathers).
     Returns:
-        ``[B x T x 3]`` cosines with the frame axes ``(x, y, z)``.
+        ``[B x T x 3]`` cosines with the frame axes ``(x, y, z)``: ``x = norm(t1 - t0)``,
+        ``z = norm((t1 - t0) x (t2 - t0))``, ``y = z x x``.
     """
     f = index if isinstance(index, Tets) else Tets.of(index)
-    t0, t1, t2 = (_pick(points, f.tris[:, c]) for c in range(3))
-    a, b = t1 - t0, t2 - t0
-    x = a / (a.norm(dim=-1, keepdim=True) + _EPS)
-    z = torch.cross(a, b, dim=-1)
-    z = z / (z.norm(dim=-1, keepdim=True) + _EPS)
-    y = torch.cross(z, x, dim=-1)
-    frame = torch.stack([x, y, z], -2)  # [B x R x 3 x 3], rows = axes
-    d = _pick(points, f.apex[:, 1]) - _pick(points, f.apex[:, 0])
-    d = d / (d.norm(dim=-1, keepdim=True) + _EPS)  # [B x A x 3]
-    frames, dirs = _pick(frame, f.pairs[:, 0]), _pick(d, f.pairs[:, 1])
-    return (frames * dirs[..., None, :]).sum(-1)
+    if len(f) == 0:
+        return points.new_zeros(points.shape[0], 0, 3)
+    p = points[:, : f.size]
+    diff = p[:, None] - p[:, :, None]  # [B x k x k x 3], x_v - x_t0 at (t0, v)
+    unit = diff / (diff.norm(dim=-1, keepdim=True) + _EPS)
+    if f.grid:
+        dots = (unit @ unit.transpose(-1, -2)).flatten(1)  # (t0, i, j)
+        cross = torch.cross(unit[:, :, :, None], unit[:, :, None], dim=-1)  # [B x k x k x k x 3]
+        sin = cross.norm(dim=-1).flatten(1)
+        triple = (cross.flatten(2, 3) @ unit.transpose(-1, -2)).flatten(1)  # (t0, i, j, v)
+        ab, ad, bd = (_read(dots, f.grid_cells[:, c]) for c in range(3))
+        s, abd = _read(sin, f.grid_cells[:, 0]), _read(triple, f.grid_cells[:, 3])
+    else:
+        unit = unit.flatten(1, 2)  # (t0, v)
+        a, b, d = (_pick(unit, f.pair_cells[:, c]) for c in range(3))
+        c = torch.cross(a, b, dim=-1)
+        ab, ad, bd, s, abd = _dot(a, b), _dot(a, d), _dot(b, d), c.norm(dim=-1), _dot(c, d)
+    s = s + _EPS
+    return torch.stack([ad, (bd - ab * ad) / s, abd / s], -1)
