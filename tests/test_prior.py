@@ -113,19 +113,18 @@ def test_relation_features_equal_a_per_relation_loop(grid):
     assert torch.equal(f.ends[f.pairs].reshape(-1, 4), ei)  # the factoring loses nothing
     assert len(f.ends) < 2 * len(ei)  # and shares edges
     cos, ratio = edge_pair_features(pts[None], f)
-    unit = lambda w: w / (w.norm() + 1e-6)  # noqa: E731  (the features' stabiliser)
     for r, (i, j, k, m) in enumerate(ei.tolist()):
         e1, e2 = pts[i] - pts[j], pts[k] - pts[m]
-        torch.testing.assert_close(cos[0, r], unit(e1) @ unit(e2))
+        torch.testing.assert_close(cos[0, r], e1 @ e2 / (e1.norm() * e2.norm() + 1e-6))
         torch.testing.assert_close(ratio[0, r], e1.norm() / (e1.norm() + e2.norm() + 1e-6))
+    unit = lambda w: w / (w.norm() + 1e-6)  # noqa: E731  (the features' stabiliser)
     feats = tet_features(pts[None], Tets.of(ti, grid))
     for r, (t0, t1, t2, v) in enumerate(ti.tolist()):
         x = unit(pts[t1] - pts[t0])
         z = unit(torch.linalg.cross(pts[t1] - pts[t0], pts[t2] - pts[t0]))
         d = unit(pts[v] - pts[t0])
         expect = torch.stack([d @ x, d @ torch.linalg.cross(z, x), d @ z])
-        # the features divide by |x x norm(t2 - t0)| + 1e-6 where the frame normalises z
-        torch.testing.assert_close(feats[0, r], expect, atol=1e-5, rtol=0)
+        torch.testing.assert_close(feats[0, r], expect)
 
 
 def test_relation_grids_equal_gathers_and_are_chosen_when_dense():

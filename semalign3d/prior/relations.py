@@ -91,11 +91,11 @@ class EdgePairs:
 class Tets:
     """Triangle+apex relations, as index tensors into the grids of :func:`tet_features`.
 
-    Every cosine of a relation ``(t0, t1, t2, v)`` is a function of the unit directions ``a, b,
-    d`` from ``t0`` to ``t1, t2, v``: with ``s = |a x b|``, ``x.d = a.d``,
-    ``y.d = (b.d - (a.b)(a.d)) / s`` and ``z.d = (a x b).d / s``. A dense family (``grid``) reads
-    ``a.b``, ``a.d``, ``b.d``, ``s`` and ``(a x b).d`` off grids over all ``(t0, i, j[, v])``;
-    a sparse one gathers ``a``, ``b``, ``d`` per relation.
+    With ``a, b, d`` the vectors from ``t0`` to ``t1, t2, v``, ``u = w / (|w| + eps)`` and
+    ``c = a x b``, the cosines are ``x.d = u(a).u(d)``, ``z.d = c.u(d) / (|c| + eps)`` and
+    ``y.d = (|a| + eps)(|b| + eps)(u(a).u(a) u(b).u(d) - u(a).u(b) u(a).u(d)) / (|c| + eps)``
+    (``y = z x x`` expanded). A dense family (``grid``) reads them off grids over all
+    ``(t0, i, j[, v])``; a sparse one builds each relation's frame from gathered vectors.
 
     Attributes:
         index: ``[T x 4]`` long ``(t0, t1, t2, v)``.
@@ -176,16 +176,16 @@ def edge_pair_features(
     e = _pick(points, f.ends[:, 0]) - _pick(points, f.ends[:, 1])  # [B x U x 3]
     if f.grid:
         n = e.norm(dim=-1)[..., None]  # [B x U x 1]
-        unit = e / (n + _EPS)
-        cos = (unit @ unit.transpose(1, 2)).flatten(1)
-        ratio = (n / (n + n.transpose(1, 2) + _EPS)).flatten(1)
-        return _read(cos, f.cells), _read(ratio, f.cells)
+        nt = n.transpose(1, 2)
+        cos = (e @ e.transpose(1, 2)) / (n * nt + _EPS)
+        ratio = n / (n + nt + _EPS)
+        return _read(cos.flatten(1), f.cells), _read(ratio.flatten(1), f.cells)
     e1, e2 = _pick(e, f.pairs[:, 0]), _pick(e, f.pairs[:, 1])
     # norms after the gather, not gathered per edge: the latter crashed torch 2.13's CPU
     # inductor (a fused backward corrupted the heap)
-    n1, n2 = e1.norm(dim=-1, keepdim=True), e2.norm(dim=-1, keepdim=True)
-    cos = _dot(e1 / (n1 + _EPS), e2 / (n2 + _EPS))
-    ratio = (n1 / (n1 + n2 + _EPS))[..., 0]
+    n1, n2 = e1.norm(dim=-1), e2.norm(dim=-1)
+    cos = _dot(e1, e2) / (n1 * n2 + _EPS)
+    ratio = n1 / (n1 + n2 + _EPS)
     return cos, ratio
 
 
@@ -205,18 +205,28 @@ def tet_features(points: torch.Tensor, index: torch.Tensor | Tets) -> torch.Tens
         return points.new_zeros(points.shape[0], 0, 3)
     p = points[:, : f.size]
     diff = p[:, None] - p[:, :, None]  # [B x k x k x 3], x_v - x_t0 at (t0, v)
-    unit = diff / (diff.norm(dim=-1, keepdim=True) + _EPS)
-    if f.grid:
-        dots = (unit @ unit.transpose(-1, -2)).flatten(1)  # (t0, i, j)
-        cross = torch.cross(unit[:, :, :, None], unit[:, :, None], dim=-1)  # [B x k x k x k x 3]
-        sin = cross.norm(dim=-1).flatten(1)
-        triple = (cross.flatten(2, 3) @ unit.transpose(-1, -2)).flatten(1)  # (t0, i, j, v)
-        ab, ad, bd = (_read(dots, f.grid_cells[:, c]) for c in range(3))
-        s, abd = _read(sin, f.grid_cells[:, 0]), _read(triple, f.grid_cells[:, 3])
-    else:
-        unit = unit.flatten(1, 2)  # (t0, v)
-        a, b, d = (_pick(unit, f.pair_cells[:, c]) for c in range(3))
-        c = torch.cross(a, b, dim=-1)
-        ab, ad, bd, s, abd = _dot(a, b), _dot(a, d), _dot(b, d), c.norm(dim=-1), _dot(c, d)
-    s = s + _EPS
-    return torch.stack([ad, (bd - ab * ad) / s, abd / s], -1)
+    norm = diff.norm(dim=-1, keepdim=True)
+    unit = diff / (norm + _EPS)
+    if not f.grid:
+        a, b, d = (_pick(diff.flatten(1, 2), f.pair_cells[:, c]) for c in range(3))
+        x = a / (a.norm(dim=-1, keepdim=True) + _EPS)
+        z = torch.cross(a, b, dim=-1)
+        z = z / (z.norm(dim=-1, keepdim=True) + _EPS)
+        d = d / (d.norm(dim=-1, keepdim=True) + _EPS)
+        return torch.stack([_dot(x, d), _dot(torch.cross(z, x, dim=-1), d), _dot(z, d)], -1)
+    dots = unit @ unit.transpose(-1, -2)  # [B x k x k x k], u(t0 -> i).u(t0 -> j)
+    cross = torch.cross(diff[:, :, :, None], diff[:, :, None], dim=-1)  # [B x k x k x k x 3]
+    inv_sin = 1 / (cross.norm(dim=-1) + _EPS)
+    scale = (norm + _EPS) * (norm + _EPS).transpose(-1, -2) * inv_sin  # (t0, i, j)
+    self_dot = dots.diagonal(dim1=-2, dim2=-1)[..., None]  # u(t0 -> i).u(t0 -> i) at (t0, i, j)
+    triple = cross.flatten(2, 3) @ unit.transpose(-1, -2)  # [B x k x k^2 x k], c.u(t0 -> v)
+    tri, ad_cell, bd_cell, quad = f.grid_cells.unbind(1)
+    ab, ad, bd = (
+        _read(dots.flatten(1), tri),
+        _read(dots.flatten(1), ad_cell),
+        _read(dots.flatten(1), bd_cell),
+    )
+    scale_aa = _read((scale * self_dot).flatten(1), tri)
+    y = scale_aa * bd - _read(scale.flatten(1), tri) * ab * ad
+    z = _read(triple.flatten(1), quad) * _read(inv_sin.flatten(1), tri)
+    return torch.stack([ad, y, z], -1)
