@@ -118,7 +118,9 @@ def test_relation_features_equal_a_per_relation_loop(grid):
         torch.testing.assert_close(cos[0, r], e1 @ e2 / (e1.norm() * e2.norm() + 1e-6))
         torch.testing.assert_close(ratio[0, r], e1.norm() / (e1.norm() + e2.norm() + 1e-6))
     unit = lambda w: w / (w.norm() + 1e-6)  # noqa: E731  (the features' stabiliser)
-    feats = tet_features(pts[None], Tets.of(ti, grid))
+    t = Tets.of(ti, grid)
+    assert torch.equal(torch.cat([t.tris[t.pairs[:, 0]], t.apex[t.pairs[:, 1], 1:]], 1), ti)
+    feats = tet_features(pts[None], t)
     for r, (t0, t1, t2, v) in enumerate(ti.tolist()):
         x = unit(pts[t1] - pts[t0])
         z = unit(torch.linalg.cross(pts[t1] - pts[t0], pts[t2] - pts[t0]))
@@ -149,15 +151,17 @@ def test_relation_grids_equal_gathers_and_are_chosen_when_dense():
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
-def test_relation_grids_confine_nan_points():
+@pytest.mark.parametrize("grid", [False, True])
+def test_relation_features_confine_nan_points(grid):
     # the representation's statistics evaluate samples whose unseen keypoints are NaN
     pts = _shape(6, seed=5)[None].clone()
     pts[0, 2] = float("nan")
     ei, ti = edge_pair_index(6), tet_index(6)
-    cos, ratio = edge_pair_features(pts, EdgePairs.of(ei, grid=True))
-    tets = tet_features(pts, Tets.of(ti, grid=True))
+    cos, ratio = edge_pair_features(pts, EdgePairs.of(ei, grid))
+    tets = tet_features(pts, Tets.of(ti, grid))
     x_uses = ti[:, [0, 1, 3]]  # the x-cosine does not depend on t2
-    for idx, feats in ((ei, cos), (ei, ratio), (x_uses, tets[..., 0]), (ti, tets[..., 2])):
+    for idx, feats in ((ei, cos), (ei, ratio), (x_uses, tets[..., 0]), (ti, tets[..., 1]),
+                       (ti, tets[..., 2])):
         involved = (idx == 2).any(1)
         assert feats[0, involved].isnan().all() and feats[0, ~involved].isfinite().all()
 

@@ -59,8 +59,9 @@ class EdgePairs:
 
     A relation's edge is shared by many relations (each of the 300 edges of 25 keypoints is in
     299 pairs), so its vector is computed once per edge. A dense family (``grid``) reads its
-    cosines off the ``U x U`` Gram matrix of the edges' unit vectors and its ratios off the
-    ``U x U`` grid of norm ratios; a sparse one gathers both edges of every relation.
+    cosines off the ``U x U`` Gram matrix of the edge vectors divided by ``|e_i| |e_j| + eps``
+    and its ratios off the ``U x U`` grid of norm ratios; a sparse one gathers both edges of
+    every relation. Both use the same formulas, so they differ only by rounding.
 
     Attributes:
         ends: ``[U x 2]`` long distinct edges ``(i, j)``.
@@ -90,33 +91,37 @@ class EdgePairs:
 
 @dataclass(frozen=True)
 class Tets:
-    """Triangle+apex relations, as index tensors into the grids of :func:`tet_features`.
+    """Triangle+apex relations, factored for both ways :func:`tet_features` evaluates them.
 
     With ``a, b, d`` the vectors from ``t0`` to ``t1, t2, v``, ``u = w / (|w| + eps)`` and
     ``c = a x b``, the cosines are ``x.d = u(a).u(d)``, ``z.d = c.u(d) / (|c| + eps)`` and
     ``y.d = (|a| + eps)(|b| + eps)(u(a).u(a) u(b).u(d) - u(a).u(b) u(a).u(d)) / (|c| + eps)``
     (``y = z x x`` expanded). A dense family (``grid``) reads them off grids over all
-    ``(t0, i, j[, v])``; a sparse one builds each relation's frame from gathered vectors.
+    ``(t0, i, j[, v])``; a sparse one builds the frame of each distinct triangle and the
+    direction of each distinct apex and gathers them per relation.
 
     Attributes:
         index: ``[T x 4]`` long ``(t0, t1, t2, v)``.
         size: the grids span points ``0 .. size - 1`` (the largest index + 1).
         grid: evaluate on the grids.
-        pair_cells: ``[T x 3]`` long cells ``(t0, t1)``, ``(t0, t2)``, ``(t0, v)`` of a
-            ``size x size`` grid.
         grid_cells: ``[T x 4]`` long cells ``(t0, t1, t2)``, ``(t0, t1, v)``, ``(t0, t2, v)`` of a
             ``size^3`` grid and ``(t0, t1, t2, v)`` of a ``size^4`` grid.
+        tris: ``[R x 3]`` long distinct ordered triangles ``(t0, t1, t2)``.
+        apex: ``[A x 2]`` long distinct directions ``(t0, v)``.
+        pairs: ``[T x 2]`` long (row of ``tris``, row of ``apex``) of each relation.
     """
 
     index: torch.Tensor
     size: int
     grid: bool
-    pair_cells: torch.Tensor
     grid_cells: torch.Tensor
+    tris: torch.Tensor
+    apex: torch.Tensor
+    pairs: torch.Tensor
 
     @classmethod
     def of(cls, index: torch.Tensor, grid: bool | None = None) -> Tets:
-        """Wrap ``[T x 4]`` ``(t0, t1, t2, v)`` relations; ``grid`` None decides by density."""
+        """Factor ``[T x 4]`` ``(t0, t1, t2, v)`` relations; ``grid`` None decides by density."""
         k = int(index.max()) + 1 if index.numel() else 0
 
         def cells(*cols: int) -> torch.Tensor:  # row-major cell in a grid over the columns
@@ -125,13 +130,14 @@ class Tets:
                 out = out * k + index[:, c]
             return out
 
-        pair_cells = torch.stack([cells(0, c) for c in (1, 2, 3)], 1)
         grid_cells = torch.stack(
             [cells(0, 1, 2), cells(0, 1, 3), cells(0, 2, 3), cells(0, 1, 2, 3)], 1
         )
         if grid is None:
             grid = index.shape[0] > 0 and index.shape[0] >= _TET_GRID_SHARE * k**4
-        return cls(index, k, grid, pair_cells, grid_cells)
+        tris, tpos = _distinct_rows(index[:, :3])
+        apex, apos = _distinct_rows(index[:, [0, 3]])
+        return cls(index, k, grid, grid_cells, tris, apex, torch.stack([tpos, apos], 1))
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -151,7 +157,7 @@ def _pick(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def _read(grid: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-    """``[B x N]`` grid, ``[M]`` long distinct cells -> ``[B x M]``."""
+    """``[B x N]`` grid, ``[M]`` long cells -> ``[B x M]``."""
     # gather, not index_select: the latter's index_add backward from a grid crashed torch
     # 2.13's vectorised CPU inductor code (heap corruption) in the compiled alignment energy
     return grid.gather(1, cells.expand(grid.shape[0], -1))
@@ -167,7 +173,8 @@ def edge_pair_features(
     """Edge-pair cosines and length ratios.
 
     Args:
-        points: ``[B x K x 3]`` (NaN rows propagate to NaN features).
+        points: ``[B x K x 3]`` (NaN rows propagate to NaN features of the relations that use
+            them).
         index: ``[E x 4]`` long, or the same relations factored (:class:`EdgePairs`; factor
             once when the relations are used at every step).
     Returns:
@@ -194,7 +201,11 @@ def tet_features(points: torch.Tensor, index: torch.Tensor | Tets) -> torch.Tens
     """Apex direction cosines in the triangle frame.
 
     Args:
-        points: ``[B x K x 3]``.
+        points: ``[B x K x 3]``. A NaN row gives NaN features only where a relation uses it,
+            but on the grids it makes the gradient of its whole cloud NaN (the grids' matrix
+            products multiply it by 0 in cells nobody reads): differentiate finite clouds only.
+            The grids' products would also lose precision under TF32 or autocast, which the
+            library never enables.
         index: ``[T x 4]`` long ``(t0, t1, t2, v)``, or the same relations wrapped
             (:class:`Tets`, which decides between the grids and per-relation gathers).
     Returns:
@@ -202,19 +213,22 @@ def tet_features(points: torch.Tensor, index: torch.Tensor | Tets) -> torch.Tens
         ``z = norm((t1 - t0) x (t2 - t0))``, ``y = z x x``.
     """
     f = index if isinstance(index, Tets) else Tets.of(index)
-    if len(f) == 0:
-        return points.new_zeros(points.shape[0], 0, 3)
+    if not f.grid:
+        t0, t1, t2 = (_pick(points, f.tris[:, c]) for c in range(3))
+        a, b = t1 - t0, t2 - t0
+        x = a / (a.norm(dim=-1, keepdim=True) + _EPS)
+        z = torch.cross(a, b, dim=-1)
+        z = z / (z.norm(dim=-1, keepdim=True) + _EPS)
+        y = torch.cross(z, x, dim=-1)
+        frame = torch.stack([x, y, z], -2)  # [B x R x 3 x 3], rows = axes
+        d = _pick(points, f.apex[:, 1]) - _pick(points, f.apex[:, 0])
+        d = d / (d.norm(dim=-1, keepdim=True) + _EPS)  # [B x A x 3]
+        frames, dirs = _pick(frame, f.pairs[:, 0]), _pick(d, f.pairs[:, 1])
+        return (frames * dirs[..., None, :]).sum(-1)
     p = points[:, : f.size]
     diff = p[:, None] - p[:, :, None]  # [B x k x k x 3], x_v - x_t0 at (t0, v)
     norm = diff.norm(dim=-1, keepdim=True)
     unit = diff / (norm + _EPS)
-    if not f.grid:
-        a, b, d = (_pick(diff.flatten(1, 2), f.pair_cells[:, c]) for c in range(3))
-        x = a / (a.norm(dim=-1, keepdim=True) + _EPS)
-        z = torch.cross(a, b, dim=-1)
-        z = z / (z.norm(dim=-1, keepdim=True) + _EPS)
-        d = d / (d.norm(dim=-1, keepdim=True) + _EPS)
-        return torch.stack([_dot(x, d), _dot(torch.cross(z, x, dim=-1), d), _dot(z, d)], -1)
     dots = unit @ unit.transpose(-1, -2)  # [B x k x k x k], u(t0 -> i).u(t0 -> j)
     cross = torch.cross(diff[:, :, :, None], diff[:, :, None], dim=-1)  # [B x k x k x k x 3]
     inv_sin = 1 / (cross.norm(dim=-1) + _EPS)
