@@ -92,43 +92,54 @@ def main() -> None:
           f"grid={a.grid}x{a.grid} C={a.channels} H={a.hypotheses} steps={a.steps} "
           f"edges={model.prior.num_edges} tets={model.prior.num_tets} compile={a.compile}")
     for b in a.batch:
-        if a.compile:
-            torch._dynamo.reset()
-        targets = [random_target(f"img{i}", a.grid, a.channels, i) for i in range(b)]
-        targets = [AlignTarget(t.name, t.grid, t.features.to(dev), t.foreground.to(dev))
-                   for t in targets]
-        t0 = time.perf_counter()
-        batch = stack_targets(targets, model, cfg)
-        t_pre = time.perf_counter() - t0
-        warm = replace(cfg, n_steps=a.warmup_steps) if a.warmup_steps else cfg
-        g0 = _graphs()
-        t0 = time.perf_counter()
-        align(batch, model, warm)  # warm-up (and compilation)
-        _sync(dev)
-        t_warm = time.perf_counter() - t0
-        g1 = _graphs()
-        if dev.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(dev)
-        t0 = time.perf_counter()
-        align(batch, model, cfg)
-        _sync(dev)
-        dt = time.perf_counter() - t0
-        g2 = _graphs()
-        runs = b * a.hypotheses
-        per_1000 = dt / a.steps * 1000
-        print(f"batch {b:3d} images x {a.hypotheses} hyps: {dt:.2f} s for {a.steps} steps "
-              f"(precompute {t_pre:.2f} s) -> {per_1000 / b:.2f} s per image, "
-              f"{per_1000 / runs * 1000:.1f} ms per image-hypothesis alignment at 1000 steps, "
-              f"{runs / per_1000:.2f} alignments/s")
-        extra = ""
-        if a.compile:
-            extra += (f"; dynamo graphs compiled: warm-up {g1 - g0}, timed run {g2 - g1}"
-                      f"{' (RECOMPILED: timing includes compilation)' if g2 > g1 else ''}")
-        if dev.type == "cuda":
-            extra += f"; peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB"
-        print(f"          warm-up {warm.n_steps} steps {t_warm:.2f} s{extra}")
-        if a.profile:
-            _profile(batch, model, replace(cfg, n_steps=a.profile), dev)
+        try:
+            _run(b, a, cfg, model, dev)
+        except torch.OutOfMemoryError as e:  # the next (smaller) batch still gets measured
+            print(f"batch {b:3d} images x {a.hypotheses} hyps: out of memory ({str(e)[:120]})")
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def _run(b: int, a: argparse.Namespace, cfg: AlignConfig, model: AlignModel,
+         dev: torch.device) -> None:
+    """Time one batch of ``b`` images and print its line."""
+    if a.compile:
+        torch._dynamo.reset()
+    targets = [random_target(f"img{i}", a.grid, a.channels, i) for i in range(b)]
+    targets = [AlignTarget(t.name, t.grid, t.features.to(dev), t.foreground.to(dev))
+               for t in targets]
+    t0 = time.perf_counter()
+    batch = stack_targets(targets, model, cfg)
+    t_pre = time.perf_counter() - t0
+    warm = replace(cfg, n_steps=a.warmup_steps) if a.warmup_steps else cfg
+    g0 = _graphs()
+    t0 = time.perf_counter()
+    align(batch, model, warm)  # warm-up (and compilation)
+    _sync(dev)
+    t_warm = time.perf_counter() - t0
+    g1 = _graphs()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+    t0 = time.perf_counter()
+    align(batch, model, cfg)
+    _sync(dev)
+    dt = time.perf_counter() - t0
+    g2 = _graphs()
+    runs = b * a.hypotheses
+    per_1000 = dt / a.steps * 1000
+    print(f"batch {b:3d} images x {a.hypotheses} hyps: {dt:.2f} s for {a.steps} steps "
+          f"(precompute {t_pre:.2f} s) -> {per_1000 / b:.2f} s per image, "
+          f"{per_1000 / runs * 1000:.1f} ms per image-hypothesis alignment at 1000 steps, "
+          f"{runs / per_1000:.2f} alignments/s")
+    extra = ""
+    if a.compile:
+        extra += (f"; dynamo graphs compiled: warm-up {g1 - g0}, timed run {g2 - g1}"
+                  f"{' (RECOMPILED: timing includes compilation)' if g2 > g1 else ''}")
+    if dev.type == "cuda":
+        extra += f"; peak GPU memory {torch.cuda.max_memory_allocated(dev) / 2**30:.2f} GiB"
+    print(f"          warm-up {warm.n_steps} steps {t_warm:.2f} s{extra}")
+    if a.profile:
+        _profile(batch, model, replace(cfg, n_steps=a.profile), dev)
 
 
 def _profile(batch, model, cfg, dev: torch.device) -> None:
