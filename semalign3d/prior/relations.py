@@ -47,7 +47,7 @@ def tet_index(k: int) -> torch.Tensor:
 # matrix products and axis sums, where per-relation gathers scatter gradients back into a few
 # heavily shared rows (serialised atomic adds on a GPU). The switches are the crossovers measured
 # on the CPU (bench/relations.py, 25 keypoints, 96 clouds, 2 cores): all 44850 edge pairs
-# (share 0.50) 1.5x faster on the grid, all 50600 tets (0.13) 4x, half of them (0.25, 0.065)
+# (share 0.50) 1.8x faster on the grid, all 50600 tets (0.13) 4x, half of them (0.25, 0.065)
 # 2x slower and 2x faster; the CPU profile's 2000-relation subsample 10-20x slower.
 _EDGE_GRID_SHARE = 0.3
 _TET_GRID_SHARE = 0.05
