@@ -583,7 +583,7 @@ def test_compiled_alignment_matches_eager(toy):
     """``align.compile`` on the CPU, with every relation of the toy's keypoints (so what gets
     compiled is the relation grids of semalign3d.prior.relations), ends where the eager loop
     ends."""
-    rep, field, view = toy
+    rep, _, view = toy
     cfg = replace(scale_schedules(cube_starts(AlignConfig(), 2), 6), max_dense_points=60,
                   max_geom_relations=0)
     model, batch = _batch(rep, view, cfg)

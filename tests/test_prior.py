@@ -435,12 +435,10 @@ def test_build_dense_facing_weight_splits_the_two_sides_of_a_sheet():
     up = torch.tensor([0.0, 0.0, 1.0], dtype=D)
     dirs = torch.cat([up.expand(400, 3), -up.expand(400, 3)])
     feats = torch.eye(2, dtype=torch.float32).repeat_interleave(400, 0)
-    cube = torch.tensor(
-        [[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)], dtype=D
-    )
-    kw = dict(
-        n_clusters=8, kmeans_iters=10, feature_neighbors=50, density_threshold=0.0, directions=dirs
-    )
+    cube = torch.tensor([[x, y, z] for x in (-1.0, 1.0) for y in (-1.0, 1.0) for z in (-1.0, 1.0)],
+                        dtype=D)
+    kw = dict(n_clusters=8, kmeans_iters=10, feature_neighbors=50, density_threshold=0.0,
+              directions=dirs)
     mixed = build_dense(pts, feats, cube, **kw)
     split = build_dense(pts, feats, cube, facing_weight=2.0, **kw)
     inner = slice(0, -8)  # the last 8 centres are the keypoint anchors
@@ -463,9 +461,8 @@ def test_object_prototypes_exact():
     order = psi[:, 2].argsort()  # the x-y group first
     psi, mean, std = psi[order], mean[order], std[order]
     c = math.cos(math.pi / 8)  # the group mean bisects 0 and 45 degrees
-    torch.testing.assert_close(
-        psi, torch.tensor([[c, math.sin(math.pi / 8), 0.0], [0.0, 0.0, 1.0]])
-    )
+    torch.testing.assert_close(psi, torch.tensor([[c, math.sin(math.pi / 8), 0.0],
+                                                  [0.0, 0.0, 1.0]]))
     torch.testing.assert_close(mean, torch.tensor([c, 1.0]))
     torch.testing.assert_close(std, torch.tensor([0.0, 0.0]), atol=1e-6, rtol=0)
     # more prototypes than descriptors: one per distinct descriptor, never an empty one
@@ -605,13 +602,10 @@ def test_representation_save_load_roundtrip(toy_rep, tmp_path):
     wrong = dataclasses.replace(rep, object_sim_mean=rep.object_sim_mean[:-1])
     with pytest.raises(RepresentationError, match="object_sim_mean"):
         wrong.validate()
-    none = dataclasses.replace(
-        rep,
-        object_features=rep.object_features[:0],
-        object_sim_mean=rep.object_sim_mean[:0],
-        object_sim_std=rep.object_sim_std[:0],
-        sparse_facing=torch.zeros(0, 3),
-    )
+    none = dataclasses.replace(rep, object_features=rep.object_features[:0],
+                               object_sim_mean=rep.object_sim_mean[:0],
+                               object_sim_std=rep.object_sim_std[:0],
+                               sparse_facing=torch.zeros(0, 3))
     none.validate()  # optional parts may be absent
     back_none = ClassRepresentation.load(none.save(tmp_path / "none.safetensors"))
     assert back_none.object_features.shape[0] == 0 and back_none.sparse_facing.shape == (0, 3)
