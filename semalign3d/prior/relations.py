@@ -101,7 +101,6 @@ class Tets:
     direction of each distinct apex and gathers them per relation.
 
     Attributes:
-        index: ``[T x 4]`` long ``(t0, t1, t2, v)``.
         size: the grids span points ``0 .. size - 1`` (the largest index + 1).
         grid: evaluate on the grids.
         grid_cells: ``[T x 4]`` long cells ``(t0, t1, t2)``, ``(t0, t1, v)``, ``(t0, t2, v)`` of a
@@ -111,7 +110,6 @@ class Tets:
         pairs: ``[T x 2]`` long (row of ``tris``, row of ``apex``) of each relation.
     """
 
-    index: torch.Tensor
     size: int
     grid: bool
     grid_cells: torch.Tensor
@@ -137,10 +135,10 @@ class Tets:
             grid = index.shape[0] > 0 and index.shape[0] >= _TET_GRID_SHARE * k**4
         tris, tpos = _distinct_rows(index[:, :3])
         apex, apos = _distinct_rows(index[:, [0, 3]])
-        return cls(index, k, grid, grid_cells, tris, apex, torch.stack([tpos, apos], 1))
+        return cls(k, grid, grid_cells, tris, apex, torch.stack([tpos, apos], 1))
 
     def __len__(self) -> int:
-        return int(self.index.shape[0])
+        return int(self.pairs.shape[0])
 
 
 def _distinct_rows(rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -161,10 +159,6 @@ def _read(grid: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     # gather, not index_select: the latter's index_add backward from a grid crashed torch
     # 2.13's vectorised CPU inductor code (heap corruption) in the compiled alignment energy
     return grid.gather(1, cells.expand(grid.shape[0], -1))
-
-
-def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).sum(-1)
 
 
 def edge_pair_features(
@@ -192,7 +186,7 @@ def edge_pair_features(
     # norms after the gather, not gathered per edge: the latter crashed torch 2.13's CPU
     # inductor (a fused backward corrupted the heap)
     n1, n2 = e1.norm(dim=-1), e2.norm(dim=-1)
-    cos = _dot(e1, e2) / (n1 * n2 + _EPS)
+    cos = (e1 * e2).sum(-1) / (n1 * n2 + _EPS)
     ratio = n1 / (n1 + n2 + _EPS)
     return cos, ratio
 
