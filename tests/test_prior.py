@@ -151,6 +151,25 @@ def test_relation_grids_equal_gathers_and_are_chosen_when_dense():
             torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
 
 
+def test_compiled_tet_grid_equals_eager():
+    # under torch.compile the z-cosines are read per relation instead of off the k^4 grid
+    pts = _shape(9, seed=6)[None].expand(3, 9, 3).clone().requires_grad_(True)
+    tets = Tets.of(tet_index(9), grid=True)
+    weights = torch.linspace(-1, 1, len(tets) * 3, dtype=D).reshape(len(tets), 3)
+
+    def loss(p):
+        feats = tet_features(p, tets)
+        return feats, (weights * feats).sum()
+
+    out = {}
+    for name, fn in (("eager", loss), ("compiled", torch.compile(loss, fullgraph=True))):
+        feats, total = fn(pts)
+        out[name] = (feats, torch.autograd.grad(total, pts)[0])
+    assert out["eager"][0][..., 2].abs().min() > 1e-3  # z-cosines are not trivially 0
+    for a, b in zip(out["eager"], out["compiled"], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-10, rtol=1e-10)
+
+
 @pytest.mark.parametrize("grid", [False, True])
 def test_relation_features_confine_nan_points(grid):
     # the representation's statistics evaluate samples whose unseen keypoints are NaN

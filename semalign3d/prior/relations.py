@@ -97,14 +97,16 @@ class Tets:
     ``c = a x b``, the cosines are ``x.d = u(a).u(d)``, ``z.d = c.u(d) / (|c| + eps)`` and
     ``y.d = (|a| + eps)(|b| + eps)(u(a).u(a) u(b).u(d) - u(a).u(b) u(a).u(d)) / (|c| + eps)``
     (``y = z x x`` expanded). A dense family (``grid``) reads them off grids over all
-    ``(t0, i, j[, v])``; a sparse one builds the frame of each distinct triangle and the
+    ``(t0, i, j[, v])`` (compiled, ``z.d`` per relation from the grids of ``c`` and ``u(d)``);
+    a sparse one builds the frame of each distinct triangle and the
     direction of each distinct apex and gathers them per relation.
 
     Attributes:
         size: the grids span points ``0 .. size - 1`` (the largest index + 1).
         grid: evaluate on the grids.
-        grid_cells: ``[T x 4]`` long cells ``(t0, t1, t2)``, ``(t0, t1, v)``, ``(t0, t2, v)`` of a
-            ``size^3`` grid and ``(t0, t1, t2, v)`` of a ``size^4`` grid.
+        grid_cells: ``[T x 5]`` long cells ``(t0, t1, t2)``, ``(t0, t1, v)``, ``(t0, t2, v)`` of a
+            ``size^3`` grid, ``(t0, t1, t2, v)`` of a ``size^4`` grid and ``(t0, v)`` of a
+            ``size^2`` grid.
         tris: ``[R x 3]`` long distinct ordered triangles ``(t0, t1, t2)``.
         apex: ``[A x 2]`` long distinct directions ``(t0, v)``.
         pairs: ``[T x 2]`` long (row of ``tris``, row of ``apex``) of each relation.
@@ -129,7 +131,7 @@ class Tets:
             return out
 
         grid_cells = torch.stack(
-            [cells(0, 1, 2), cells(0, 1, 3), cells(0, 2, 3), cells(0, 1, 2, 3)], 1
+            [cells(0, 1, 2), cells(0, 1, 3), cells(0, 2, 3), cells(0, 1, 2, 3), cells(0, 3)], 1
         )
         if grid is None:
             grid = index.shape[0] > 0 and index.shape[0] >= _TET_GRID_SHARE * k**4
@@ -159,6 +161,11 @@ def _read(grid: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     # gather, not index_select: the latter's index_add backward from a grid crashed torch
     # 2.13's vectorised CPU inductor code (heap corruption) in the compiled alignment energy
     return grid.gather(1, cells.expand(grid.shape[0], -1))
+
+
+def _read3(grid: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """``[B x N x 3]`` grid of vectors, ``[M]`` long cells -> ``[B x M x 3]``."""
+    return grid.gather(1, cells[None, :, None].expand(grid.shape[0], -1, 3))
 
 
 def edge_pair_features(
@@ -228,8 +235,18 @@ def tet_features(points: torch.Tensor, index: torch.Tensor | Tets) -> torch.Tens
     inv_sin = 1 / (cross.norm(dim=-1) + _EPS)
     scale = (norm + _EPS) * (norm + _EPS).transpose(-1, -2) * inv_sin  # (t0, i, j)
     self_dot = dots.diagonal(dim1=-2, dim2=-1)[..., None]  # u(t0 -> i).u(t0 -> i) at (t0, i, j)
-    triple = cross.flatten(2, 3) @ unit.transpose(-1, -2)  # [B x k x k^2 x k], c.u(t0 -> v)
-    tri, ad_cell, bd_cell, quad = f.grid_cells.unbind(1)
+    tri, ad_cell, bd_cell, quad, apex = f.grid_cells.unbind(1)
+    if torch.compiler.is_compiling():
+        # Compiled, c.u(t0 -> v) is a 3-term dot product per relation, read straight from the
+        # cross products and directions, not off a k^4 grid (2.4 GB for 1536 clouds of 25
+        # points, 13 % of it read): a full-size H100 alignment went from 30.3 to 27.8 ms and
+        # its peak memory from 8.1 to 5.1 GiB (bench/RESULTS.md). Eager keeps the grid, with
+        # which the CPU crossovers above were measured and the representations built.
+        c = _read3(cross.flatten(1, 3), tri)
+        triple = (c * _read3(unit.flatten(1, 2), apex)).sum(-1)
+    else:
+        grid = cross.flatten(2, 3) @ unit.transpose(-1, -2)  # [B x k x k^2 x k], c.u(t0 -> v)
+        triple = _read(grid.flatten(1), quad)
     ab, ad, bd = (
         _read(dots.flatten(1), tri),
         _read(dots.flatten(1), ad_cell),
@@ -237,5 +254,5 @@ def tet_features(points: torch.Tensor, index: torch.Tensor | Tets) -> torch.Tens
     )
     scale_aa = _read((scale * self_dot).flatten(1), tri)
     y = scale_aa * bd - _read(scale.flatten(1), tri) * ab * ad
-    z = _read(triple.flatten(1), quad) * _read(inv_sin.flatten(1), tri)
+    z = triple * _read(inv_sin.flatten(1), tri)
     return torch.stack([ad, y, z], -1)
