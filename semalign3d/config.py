@@ -313,7 +313,9 @@ class AlignConfig:
     w_geom: Schedule = Schedule.constant(0.5)  # [S5] Eq. 13
     w_background: Schedule = Schedule((0, 300, 500, 700), (1.0, 10.0, 100.0, 10.0))  # [S5]
     w_depth: Schedule = Schedule.constant(10.0)  # [S5] Eq. 13
-    sigma_sparse_inference: float = 1.0  # [S5] Eq. 14 spatial width for matching
+    # [S5] Eq. 14 spatial width for matching; unset: Table 5's for the category (1.0 where it
+    # names none). Unset rather than 1.0, so that a configured 1.0 is kept (see table5)
+    sigma_sparse_inference: float | None = None
     # --- reconstructed choices (method.md §5.2); defaults chosen by measurement (bench/ablation.py)
     p_sem: Literal["calibrated", "gaussian"] = "calibrated"  # [R] semantic likelihood form
     sigma_sem: float = 0.3  # [R] width of the 'gaussian' p_sem in cosine-similarity units
@@ -412,8 +414,10 @@ def table5(category: str, base: AlignConfig | None = None) -> AlignConfig:
     """Table 5 alignment settings for ``category`` over ``base`` (bottle has its own schedules).
 
     A field that ``base`` has changed from :class:`AlignConfig`'s default (in a config file or
-    an ablation variant) keeps its value: Table 5 only fills in what was left at the default,
-    so no setting a user gave is silently replaced.
+    an ablation variant) keeps its value: Table 5 only fills in what was left at the default.
+    ``sigma_sparse_inference`` defaults to unset, so any configured value is kept, 1.0 included.
+    Bottle's three schedules are told apart from the defaults by value: a bottle run cannot ask
+    for exactly the default ("Other") schedule of one of them, only for one that differs.
     """
     cfg = base or AlignConfig()
     default = AlignConfig()

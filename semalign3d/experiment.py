@@ -329,6 +329,9 @@ def transfer_pair(
     landing = torch.arange(pt.shape[0])
     if cfg.match_points == "sparse":
         landing = target_landing(rep, trg_alignment, cfg)
+    if cfg.sigma_sparse_inference is None:
+        raise ValueError("align.sigma_sparse_inference is unset: take the config through "
+                         "semalign3d.config.table5(category, cfg) (Table 5's value) or set it")
     pred, used = transfer(src, trg, queries, ps, pt[landing], feats, mean, std,
                           cfg.sigma_sparse_inference, cfg.p_sem, cfg.sigma_sem,
                           cfg.soft_argmax_window, cfg.soft_argmax_temperature)

@@ -57,6 +57,12 @@ def test_sigma_sparse_inference_per_category():
     for c in ("aeroplane", "bicycle", "bottle"):
         assert table5(c).sigma_sparse_inference == 0.03
     assert table5("dog").sigma_sparse_inference == 1.0
+    # a configured value is kept, the "Other" 1.0 too (it is not the unset default)
+    assert AlignConfig().sigma_sparse_inference is None
+    one = replace(AlignConfig(), sigma_sparse_inference=1.0)
+    assert table5("bottle", one).sigma_sparse_inference == 1.0
+    assert table5("chair", replace(AlignConfig(), sigma_sparse_inference=0.03)) \
+        .sigma_sparse_inference == 0.03
 
 
 def test_scale_schedules_keeps_shape():

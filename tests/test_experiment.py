@@ -278,6 +278,8 @@ def test_partner_landing_undoes_the_mirror_twin(run_dir):
     assert landed_twin.tolist() == land_twin.tolist()
     off = replace(cfg, partner_swap=False)
     assert not torch.equal(transfer_pair(rep, src, trg, true_fit, twin_fit, uv, off)[0], want)
+    with pytest.raises(ValueError, match="table5"):  # Eq. 14's width never silently defaults
+        transfer_pair(rep, src, trg, true_fit, true_fit, uv, AlignConfig())
     # off: the identity; on without facing vectors: a clear error
     assert target_landing(rep, fit(truth), replace(cfg, partner_swap=False)).tolist() == \
         list(range(k))
