@@ -313,9 +313,7 @@ class AlignConfig:
     w_geom: Schedule = Schedule.constant(0.5)  # [S5] Eq. 13
     w_background: Schedule = Schedule((0, 300, 500, 700), (1.0, 10.0, 100.0, 10.0))  # [S5]
     w_depth: Schedule = Schedule.constant(10.0)  # [S5] Eq. 13
-    # [S5] Eq. 14 spatial width for matching; unset: Table 5's for the category (1.0 where it
-    # names none). Unset rather than 1.0, so that a configured 1.0 is kept (see table5)
-    sigma_sparse_inference: float | None = None
+    sigma_sparse_inference: float | None = None  # [S5] Eq. 14 width; None: Table 5's (table5)
     # --- reconstructed choices (method.md §5.2); defaults chosen by measurement (bench/ablation.py)
     p_sem: Literal["calibrated", "gaussian"] = "calibrated"  # [R] semantic likelihood form
     sigma_sem: float = 0.3  # [R] width of the 'gaussian' p_sem in cosine-similarity units

@@ -324,14 +324,14 @@ def transfer_pair(
         ``(pred [Q x 2] target pixels, point [Q] model point each query used, landed [Q] model
         point whose target projection each answer was read around)``.
     """
+    if cfg.sigma_sparse_inference is None:
+        raise ValueError("align.sigma_sparse_inference is unset: take the config through "
+                         "semalign3d.config.table5(category, cfg) (Table 5's value) or set it")
     ps, feats, mean, std = model_points(rep, src_alignment, cfg.match_points)
     pt, *_ = model_points(rep, trg_alignment, cfg.match_points)
     landing = torch.arange(pt.shape[0])
     if cfg.match_points == "sparse":
         landing = target_landing(rep, trg_alignment, cfg)
-    if cfg.sigma_sparse_inference is None:
-        raise ValueError("align.sigma_sparse_inference is unset: take the config through "
-                         "semalign3d.config.table5(category, cfg) (Table 5's value) or set it")
     pred, used = transfer(src, trg, queries, ps, pt[landing], feats, mean, std,
                           cfg.sigma_sparse_inference, cfg.p_sem, cfg.sigma_sem,
                           cfg.soft_argmax_window, cfg.soft_argmax_temperature)
