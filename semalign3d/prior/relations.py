@@ -157,15 +157,11 @@ def _pick(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 
 
 def _read(grid: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-    """``[B x N]`` grid, ``[M]`` long cells -> ``[B x M]``."""
+    """``[B x N x ...]`` grid, ``[M]`` long cells -> ``[B x M x ...]``."""
     # gather, not index_select: the latter's index_add backward from a grid crashed torch
     # 2.13's vectorised CPU inductor code (heap corruption) in the compiled alignment energy
-    return grid.gather(1, cells.expand(grid.shape[0], -1))
-
-
-def _read3(grid: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
-    """``[B x N x 3]`` grid of vectors, ``[M]`` long cells -> ``[B x M x 3]``."""
-    return grid.gather(1, cells[None, :, None].expand(grid.shape[0], -1, 3))
+    idx = cells.reshape(1, -1, *[1] * (grid.dim() - 2))
+    return grid.gather(1, idx.expand(grid.shape[0], -1, *grid.shape[2:]))
 
 
 def edge_pair_features(
@@ -242,8 +238,7 @@ def tet_features(points: torch.Tensor, index: torch.Tensor | Tets) -> torch.Tens
         # points, 13 % of it read): a full-size H100 alignment went from 30.3 to 27.8 ms and
         # its peak memory from 8.1 to 5.1 GiB (bench/RESULTS.md). Eager keeps the grid, with
         # which the CPU crossovers above were measured and the representations built.
-        c = _read3(cross.flatten(1, 3), tri)
-        triple = (c * _read3(unit.flatten(1, 2), apex)).sum(-1)
+        triple = (_read(cross.flatten(1, 3), tri) * _read(unit.flatten(1, 2), apex)).sum(-1)
     else:
         grid = cross.flatten(2, 3) @ unit.transpose(-1, -2)  # [B x k x k^2 x k], c.u(t0 -> v)
         triple = _read(grid.flatten(1), quad)
