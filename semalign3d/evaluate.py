@@ -200,3 +200,34 @@ def score_alignment(
     ok_sw = correct_keypoints(keypoints_2d[swap][vis], gt[vis], bbox_size, (alpha,),
                               comparison)[0]
     return AlignmentScore(name, float(ok.double().mean()), float(ok_sw.double().mean()), n)
+
+
+def partner_misses(
+    pred: torch.Tensor,
+    gt: torch.Tensor,
+    partner_gt: torch.Tensor,
+    bbox_size: float,
+    alpha: float = 0.1,
+    comparison: str = "<=",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which predictions are right, and which misses land on the keypoint's left/right partner.
+
+    With mirror-symmetric descriptors a transfer can be right in every respect but the side: it
+    finds the partner. Counting those misses apart from the others tells a labelling problem
+    (the mirror twin) from a localisation one.
+
+    Args:
+        pred, gt: ``[N x 2]`` predicted and annotated target pixels.
+        partner_gt: ``[N x 2]`` the annotated target pixels of each keypoint's partner; NaN
+            where the keypoint has no partner or the partner is not annotated.
+        bbox_size, alpha, comparison: as :func:`correct_keypoints`.
+    Returns:
+        ``(correct [N], at_partner [N])`` bool; a correct prediction never counts as at the
+        partner.
+    """
+    if not pred.shape == gt.shape == partner_gt.shape:
+        raise ValueError(f"{tuple(pred.shape)} predictions, {tuple(gt.shape)} annotations and "
+                         f"{tuple(partner_gt.shape)} partner annotations must all be [N x 2]")
+    ok = correct_keypoints(pred, gt, bbox_size, (alpha,), comparison)[0]
+    near = correct_keypoints(pred, partner_gt, bbox_size, (alpha,), comparison)[0]
+    return ok, near & ~ok

@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from semalign3d.cli import main
-from semalign3d.evaluate import PairScore, correct_keypoints, score_alignment, summarize
+from semalign3d.evaluate import (
+    PairScore,
+    correct_keypoints,
+    partner_misses,
+    score_alignment,
+    summarize,
+)
 
 
 def test_correct_keypoints_hand_case_and_comparison():
@@ -112,3 +118,29 @@ def test_score_alignment_hand_case_and_mirror_twin():
         score_alignment("im", pred[:3], gt, 100.0, swap)
     none = score_alignment("im", pred, torch.full((4, 2), float("nan")), 100.0, swap)
     assert none.n == 0 and not none.mirrored
+
+
+def test_partner_misses_hand_case():
+    nan = float("nan")
+    # box 100 px, alpha 0.1: within 10 px counts
+    pred = torch.tensor([[0.0, 0.0], [50.0, 0.0], [100.0, 100.0], [0.0, 0.0], [30.0, 0.0]])
+    gt = torch.tensor([[5.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    partner = torch.tensor([[0.0, 0.0], [55.0, 0.0], [nan, nan], [0.0, 0.0], [50.0, 0.0]])
+    ok, at_partner = partner_misses(pred, gt, partner, 100.0)
+    assert ok.tolist() == [True, False, False, True, False]
+    # right keypoints never count at the partner, even when it is as near (rows 0 and 3)
+    assert at_partner.tolist() == [False, True, False, False, False]
+    # the threshold rule is correct_keypoints': "<" drops the miss exactly 10 px away
+    ok, at_partner = partner_misses(pred[:1], gt[:1], torch.tensor([[10.0, 0.0]]), 100.0, 0.1, "<")
+    assert ok.tolist() == [True] and at_partner.tolist() == [False]
+    ok, at_partner = partner_misses(torch.tensor([[20.0, 0.0]]), gt[:1],
+                                    torch.tensor([[30.0, 0.0]]), 100.0, 0.1, "<")
+    assert ok.tolist() == [False] and at_partner.tolist() == [False]
+
+
+def test_partner_misses_empty_and_bad_shapes():
+    e = torch.zeros(0, 2)
+    ok, at_partner = partner_misses(e, e, e, 50.0)
+    assert ok.shape == at_partner.shape == (0,)
+    with pytest.raises(ValueError, match="partner annotations"):
+        partner_misses(torch.zeros(2, 2), torch.zeros(2, 2), torch.zeros(1, 2), 50.0)

@@ -286,3 +286,34 @@ def test_partner_landing_undoes_the_mirror_twin(run_dir):
     bare = dataclasses.replace(rep, sparse_facing=torch.zeros(0, 3, dtype=rep.sparse_xyz.dtype))
     with pytest.raises(ValueError, match="partner_swap"):
         target_landing(bare, fit(truth), cfg)
+
+
+def test_partner_error_breakdown_agrees_with_the_summary(dataset, run_dir, monkeypatch):
+    # bench/partner_errors.py: right + at partner + elsewhere = 100 %, "right" is the summary's
+    # per-keypoint PCK, and relabelling a pair's fits changes only pairs with a relabelled fit
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "partner_errors", Path(__file__).resolve().parents[1] / "bench" / "partner_errors.py")
+    pe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pe)
+    result = _evaluate(dataset, run_dir, monkeypatch)
+    summary = summaries([result], _config())
+    for m in ("nn", "semalign3d"):
+        b = pe.breakdown(dataset, "test", CAT, result.predictions[m])
+        assert b["keypoints"] == summary[m]["n_keypoints"]
+        assert b["right"] + b["at_partner"] + b["elsewhere"] == pytest.approx(100.0)
+        assert b["right"] == pytest.approx(summary[m]["by_alpha"]["0.1"]["per_keypoint"][CAT])
+    preds, pck, _, n = pe.relabelled_predictions(dataset, "test", CAT, run_dir, _config())
+    assert set(preds) == set(result.predictions["semalign3d"]) and 0 <= pck <= 100
+    ds = SPairDataset(dataset)
+    from semalign3d.experiment import alignment_scores
+    from semalign3d.prior.representation import ClassRepresentation
+
+    rep = ClassRepresentation.load(RunDir(run_dir).prior(CAT))
+    twins = {s.name for s in alignment_scores(dataset, rep, result.alignments) if s.mirrored}
+    assert len(twins) == n and twins <= set(result.alignments)
+    for name, pred in preds.items():
+        p = ds.pair("test", name)
+        if not {p.source, p.target} & twins:
+            assert pred == result.predictions["semalign3d"][name]
