@@ -13,9 +13,11 @@
 # is enough), PRIORS a folder of <category>.safetensors. Environment: CATS (default: the four
 # synthetic categories), SEEDS (default "0 1 2"), PROFILE (default paper), BUDGET (seconds after
 # which no new run starts, default 480), EVAL_ARGS (extra `evaluate` arguments; with GPU_SH_DRY=1,
-# which also skips pip and nvidia-smi, they default to 5 steps and 4 pairs). Each run writes
-# $OUT/<category>-s<seed>.json (the evaluate summary) and .log; one line per run goes to stdout
-# and $OUT/summary.txt.
+# which also skips pip and nvidia-smi, they default to 5 steps and 4 pairs). One line per run goes
+# to stdout and $OUT/summary.txt. After each run $OUT/runs.tgz holds every finished run's summary
+# (<category>-s<seed>.json), log and run folder less its representation and descriptors (fits
+# and predictions: bench/partner_errors.py reads them beside PRIORS): one archive, because the
+# device returns only a few files from $OUT.
 set -u
 DATA=${1:?DATA root}
 PRIORS=${2:?folder of <category>.safetensors}
@@ -33,9 +35,12 @@ if [ "${GPU_SH_DRY:-0}" != 1 ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 else
   export PYTHONPATH=$PWD
-  read -r -a EXTRA <<< "${EVAL_ARGS---steps 5 --max-pairs 4}"
+  # unset: a few steps and pairs; set, even to nothing: as given
+  read -r -a EXTRA <<< "${EVAL_ARGS-"--steps 5 --max-pairs 4"}"
 fi
 WORK=$(mktemp -d)
+KEEP=$WORK/keep
+mkdir -p "$KEEP"
 start=$SECONDS
 for seed in $SEEDS; do
   for cat in $CATS; do
@@ -43,19 +48,19 @@ for seed in $SEEDS; do
       echo "budget of $BUDGET s spent: $cat seed $seed not started" | tee -a "$OUT/summary.txt"
       continue
     fi
-    run=$WORK/s$seed/$cat
+    run=$KEEP/s$seed/$cat
     mkdir -p "$run/prior"
-    cp "$PRIORS/$cat.safetensors" "$run/prior/"
+    cp "$PRIORS/$cat.safetensors" "$run/prior/" || continue
     # the descriptors do not depend on the seed: share one cache per category
     mkdir -p "$WORK/features-$cat" && ln -sfn "$WORK/features-$cat" "$run/features"
     printf 'align:\n  seed: %s\n' "$seed" > "$run/cfg.yaml"
     t0=$SECONDS
     python3 -m semalign3d evaluate --root "$DATA" --category "$cat" --method both \
       --profile "$PROFILE" --config "$run/cfg.yaml" --out "$run" \
-      --json "$OUT/$cat-s$seed.json" --quiet "${EXTRA[@]}" > "$OUT/$cat-s$seed.log" 2>&1
+      --json "$KEEP/$cat-s$seed.json" --quiet ${EXTRA[@]+"${EXTRA[@]}"} > "$KEEP/$cat-s$seed.log" 2>&1
     rc=$?
     # the per-image PCK@0.1 of each method, overall and on viewpoint variation 2
-    line=$(python3 - "$OUT/$cat-s$seed.json" "$cat" <<'EOF'
+    line=$(python3 - "$KEEP/$cat-s$seed.json" "$cat" <<'EOF'
 import json, sys
 try:
     s = json.load(open(sys.argv[1]))
@@ -69,7 +74,8 @@ print(", ".join(cells))
 EOF
 )
     echo "$cat seed $seed ($PROFILE): rc=$rc, $((SECONDS - t0)) s: $line" | tee -a "$OUT/summary.txt"
-    [ "$rc" = 0 ] || tail -5 "$OUT/$cat-s$seed.log"
+    [ "$rc" = 0 ] || tail -5 "$KEEP/$cat-s$seed.log"
+    tar czf "$OUT/runs.tgz" --exclude=features --exclude=prior -C "$KEEP" .
   done
 done
 rm -rf "$WORK"

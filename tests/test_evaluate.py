@@ -130,11 +130,11 @@ def test_partner_misses_hand_case():
     assert ok.tolist() == [True, False, False, True, False]
     # right keypoints never count at the partner, even when it is as near (rows 0 and 3)
     assert at_partner.tolist() == [False, True, False, False, False]
-    # the threshold rule is correct_keypoints': "<" drops the miss exactly 10 px away
-    ok, at_partner = partner_misses(pred[:1], gt[:1], torch.tensor([[10.0, 0.0]]), 100.0, 0.1, "<")
-    assert ok.tolist() == [True] and at_partner.tolist() == [False]
-    ok, at_partner = partner_misses(torch.tensor([[20.0, 0.0]]), gt[:1],
-                                    torch.tensor([[30.0, 0.0]]), 100.0, 0.1, "<")
+    # the threshold rule is correct_keypoints': a miss exactly 10 px from the partner counts
+    # at it under "<=" and not under "<"
+    far, partner10 = torch.tensor([[40.0, 0.0]]), torch.tensor([[50.0, 0.0]])
+    assert partner_misses(far, gt[:1], partner10, 100.0, 0.1, "<=")[1].tolist() == [True]
+    ok, at_partner = partner_misses(far, gt[:1], partner10, 100.0, 0.1, "<")
     assert ok.tolist() == [False] and at_partner.tolist() == [False]
 
 

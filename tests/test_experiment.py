@@ -290,8 +290,13 @@ def test_partner_landing_undoes_the_mirror_twin(run_dir):
 
 def test_partner_error_breakdown_agrees_with_the_summary(dataset, run_dir, monkeypatch):
     # bench/partner_errors.py: right + at partner + elsewhere = 100 %, "right" is the summary's
-    # per-keypoint PCK, and relabelling a pair's fits changes only pairs with a relabelled fit
+    # per-keypoint PCK, predictions on the partners count at the partner, and relabelling the
+    # twins leaves no twin and changes only pairs with a relabelled fit
     import importlib.util
+
+    from semalign3d.data.flips import flip_permutation
+    from semalign3d.experiment import alignment_scores
+    from semalign3d.prior.representation import ClassRepresentation
 
     spec = importlib.util.spec_from_file_location(
         "partner_errors", Path(__file__).resolve().parents[1] / "bench" / "partner_errors.py")
@@ -304,15 +309,30 @@ def test_partner_error_breakdown_agrees_with_the_summary(dataset, run_dir, monke
         assert b["keypoints"] == summary[m]["n_keypoints"]
         assert b["right"] + b["at_partner"] + b["elsewhere"] == pytest.approx(100.0)
         assert b["right"] == pytest.approx(summary[m]["by_alpha"]["0.1"]["per_keypoint"][CAT])
+    # answering every keypoint with its partner's annotation: "at the partner" wherever the
+    # target shows the partner (and the two are more than the threshold apart)
+    ds = SPairDataset(dataset)
+    perm = flip_permutation(CAT)
+    on_partner, expected = {}, 0
+    for name in result.predictions["nn"]:
+        p = ds.pair("test", name)
+        trg = ds.image(CAT, p.target)
+        pts = [trg.keypoints[int(perm[k])] if not torch.isnan(trg.keypoints[int(perm[k]), 0])
+               else torch.tensor([-1e4, -1e4]) for k in p.kps_ids]
+        on_partner[name] = torch.stack(pts).tolist()
+        expected += sum(int(perm[k]) != k and not torch.isnan(trg.keypoints[int(perm[k]), 0])
+                        and float((trg.keypoints[int(perm[k])] - trg.keypoints[k]).norm())
+                        > 0.1 * p.trg_bbox_size for k in p.kps_ids)
+    b = pe.breakdown(dataset, "test", CAT, on_partner)
+    assert expected > 0
+    assert b["at_partner"] == pytest.approx(100.0 * expected / b["keypoints"])
+    rep = ClassRepresentation.load(RunDir(run_dir).prior(CAT))
+    relabelled, twins = pe.relabel_twins(dataset, rep, result.alignments)
+    assert not any(s.mirrored for s in alignment_scores(dataset, rep, relabelled))
+    assert {n for n in relabelled if relabelled[n] is not result.alignments[n]} == twins
     preds, pck, _, n = pe.relabelled_predictions(dataset, "test", CAT, run_dir, _config())
     assert set(preds) == set(result.predictions["semalign3d"]) and 0 <= pck <= 100
-    ds = SPairDataset(dataset)
-    from semalign3d.experiment import alignment_scores
-    from semalign3d.prior.representation import ClassRepresentation
-
-    rep = ClassRepresentation.load(RunDir(run_dir).prior(CAT))
-    twins = {s.name for s in alignment_scores(dataset, rep, result.alignments) if s.mirrored}
-    assert len(twins) == n and twins <= set(result.alignments)
+    assert n == len(twins)
     for name, pred in preds.items():
         p = ds.pair("test", name)
         if not {p.source, p.target} & twins:
