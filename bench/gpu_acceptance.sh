@@ -15,9 +15,10 @@
 # which no new run starts, default 480), EVAL_ARGS (extra `evaluate` arguments; with GPU_SH_DRY=1,
 # which also skips pip and nvidia-smi, they default to 5 steps and 4 pairs). One line per run goes
 # to stdout and $OUT/summary.txt. After each run $OUT/runs.tgz holds every finished run's summary
-# (<category>-s<seed>.json), log and run folder less its representation and descriptors (fits
-# and predictions: bench/partner_errors.py reads them beside PRIORS): one archive, because the
-# device returns only a few files from $OUT.
+# (<category>-s<seed>.json), log and run folder less its representation and descriptors: the fits
+# and predictions, for bench/partner_errors.py (its --relabel-truth also wants the run's
+# prior/<category>.safetensors back from PRIORS). One archive, because the device returns only a
+# few files from $OUT.
 set -u
 DATA=${1:?DATA root}
 PRIORS=${2:?folder of <category>.safetensors}
