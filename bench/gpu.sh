@@ -7,11 +7,7 @@
 #   bash bench/gpu.sh                                  # on the GPU machine (needs .whl/ and $OUT)
 #   GPU_SH_ONLY='^[0-2]' bash bench/gpu.sh             # only the steps whose names match (regex)
 #   GPU_SH_DRY=1 OUT=/tmp/gpu_dry bash bench/gpu.sh    # CPU dry run at tiny sizes, no pip/nvidia-smi
-if [ "${GPU_SH_DRY:-0}" != 1 ]; then
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
-else
-  export PYTHONPATH=${GPU_SH_SITE:+$GPU_SH_SITE:}$PWD
-fi
+source "$(dirname "$0")/gpu_env.sh"
 set -u
 export PYTHONUNBUFFERED=1
 DRY=${GPU_SH_DRY:-0}

@@ -29,13 +29,11 @@ PROFILE=${PROFILE:-paper}
 BUDGET=${BUDGET:-480}
 export PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
+source "$(dirname "$0")/gpu_env.sh"
 if [ "${GPU_SH_DRY:-0}" != 1 ]; then
   read -r -a EXTRA <<< "${EVAL_ARGS:-}"
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 else
-  export PYTHONPATH=$PWD
   # unset: a few steps and pairs; set, even to nothing: as given
   read -r -a EXTRA <<< "${EVAL_ARGS-"--steps 5 --max-pairs 4"}"
 fi

@@ -10,13 +10,11 @@ set -u
 CAT=${1:-chair}
 OUT=${OUT:?set OUT to the output folder}
 export PYTHONUNBUFFERED=1
+source "$(dirname "$0")/gpu_env.sh"
 if [ "${GPU_SH_DRY:-0}" != 1 ]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit 1
   SYNTH=() STEPS=()
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 else
-  export PYTHONPATH=$PWD
   SYNTH=(--n-train 8 --n-val 1 --n-test 4 --n-test-pairs 6 --channels 16) STEPS=(--steps 20)
 fi
 WORK=$(mktemp -d)
